@@ -1,0 +1,52 @@
+# web10g developer interface: `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+ASAN_LIB = $(shell cc -print-file-name=libasan.so)
+
+.PHONY: help deps venv build test demo bench lint debug sanitize clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: ## install missing system packages (libmnl-dev, pkg-config, compiler, iproute2)
+	@PYTHON=$(PYTHON) ./tools/install-deps.sh
+
+$(VENV)/.installed: pyproject.toml setup.py | deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3" "numpy>=2"
+	$(PY) -m pip install -q --no-build-isolation -e '.[test,lint]'
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtual environment with the package installed editable
+
+build: venv ## compile the extensions in place
+	$(PY) setup.py -q build_ext --inplace
+
+test: build ## run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: build ## sample this machine's live flows and show them
+	$(PY) -m web10g.demo
+
+bench: build ## run the benchmarks (tables of ratios against baselines)
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+lint: venv ## ruff, cython-lint and mypy
+	$(VENV)/bin/ruff check web10g tests benchmarks
+	$(VENV)/bin/cython-lint web10g/*.pyx web10g/*.pxd
+	$(VENV)/bin/mypy web10g --ignore-missing-imports
+
+debug: venv ## debug build (-O0 -g, Cython bounds checks) and the tests under it
+	WEB10G_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+sanitize: venv ## ASan+UBSan build and the tests under it
+	WEB10G_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
+	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) setup.py -q build_ext --inplace --force
+
+clean: ## remove build products and the virtual environment
+	rm -rf build $(VENV) *.egg-info web10g/*.so web10g/*.c .pytest_cache

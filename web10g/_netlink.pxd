@@ -1,0 +1,42 @@
+# cython: language_level=3
+"""The netlink socket core, declared for other Cython modules (the backends' decoders)."""
+from libc.stdint cimport uint32_t
+
+cimport web10g._mnl as mnl
+from web10g._linux cimport sockaddr_nl
+
+# Where a transaction failed; kept in nl_status.stage so the error message can name it.
+cdef enum nl_stage:
+    STAGE_NONE = 0
+    STAGE_SEND = 1
+    STAGE_RECV = 2
+    STAGE_PARSE = 3     # libmnl's checks (sequence, port id, NLM_F_DUMP_INTR, framing)
+    STAGE_KERNEL = 4    # the kernel answered NLMSG_ERROR, or NLMSG_DONE with an error
+    STAGE_DECODE = 5    # the caller's data callback rejected a message
+
+cdef struct nl_status:
+    int err                 # positive errno, 0 when fine
+    int stage               # nl_stage
+    uint32_t messages       # data messages handed to the callback
+    uint32_t datagrams      # datagrams received
+    char extack[256]        # the kernel's extended-ack text, NUL-terminated ("" if none)
+
+cdef class NetlinkSocket:
+    cdef mnl.mnl_socket *nl
+    cdef readonly int protocol
+    cdef readonly unsigned int portid
+    cdef readonly unsigned int peer
+    cdef sockaddr_nl dest
+    cdef char *rxbuf
+    cdef size_t rxlen
+    cdef uint32_t seq
+    cdef bint busy
+    cdef bint dirty         # a failed transaction may have left datagrams queued
+
+    cdef uint32_t next_seq(self) noexcept nogil
+    cdef int transact(self, void *req, size_t reqlen, mnl.mnl_cb_t cb, void *data,
+                      nl_status *st) noexcept nogil
+    cdef int drain(self) noexcept nogil
+    cdef int acquire(self) except -1
+    cdef void release(self) noexcept
+    cdef object error_from(self, nl_status *st, str call)

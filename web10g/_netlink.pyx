@@ -1,0 +1,523 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Netlink sockets over libmnl: open, bind, one request, the receive loop.
+
+A transaction (send one request, receive until the ACK / NLMSG_DONE / an error) runs
+entirely without the GIL; the data messages go to a C callback given by the caller (the
+backends' decoders) and errors are collected in an ``nl_status`` and raised afterwards.
+"""
+from libc.errno cimport errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memset
+from posix.time cimport timeval
+
+cimport web10g._mnl as mnl
+from web10g._linux cimport (
+    nlmsghdr, nlmsgerr, nlattr, sockaddr_nl, genlmsghdr,
+    AF_NETLINK, SOL_SOCKET, SO_RCVTIMEO, SOCK_CLOEXEC, MSG_DONTWAIT,
+    NETLINK_EXT_ACK, NETLINK_CAP_ACK, NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP,
+    NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_ACK_TLVS, NLM_F_CAPPED,
+    NLMSG_HDRLEN, NLMSG_MIN_TYPE, NLA_TYPE_MASK, NLMSGERR_ATTR_MSG,
+    GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_NAME,
+)
+
+from web10g import errors
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        pass
+    ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                   const sockaddr *addr, socklen_t addrlen)
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
+
+cdef extern from "<sys/socket.h>":
+    int SOL_NETLINK
+
+cdef extern from "w10g_errno.h" nogil:
+    void w10g_set_errno(int e)
+
+# The spec measured that the kernel sizes each dump datagram from the largest receive
+# length offered, capped at 32 KiB; a smaller buffer truncates datagrams (MSG_TRUNC) and
+# loses records. 64 KiB is the fixed choice (stock-kernel-mapping.md section 1.5).
+DEFAULT_RCVBUF = 65536
+DEFAULT_TIMEOUT = 10.0
+
+_STAGE_NAMES = {
+    STAGE_SEND: "send",
+    STAGE_RECV: "receive",
+    STAGE_PARSE: "reply check",
+    STAGE_KERNEL: "kernel",
+    STAGE_DECODE: "decode",
+}
+
+
+cdef struct run_ctx:
+    mnl.mnl_cb_t cb
+    void *data
+    nl_status *st
+
+
+cdef inline size_t _nla_align(size_t n) noexcept nogil:
+    return (n + 3) & ~(<size_t>3)
+
+
+cdef void _read_extack(const nlmsghdr *nlh, size_t off, nl_status *st) noexcept nogil:
+    """Copy NLMSGERR_ATTR_MSG from the TLVs that start ``off`` bytes into the payload."""
+    cdef size_t total = nlh.nlmsg_len
+    if <size_t>NLMSG_HDRLEN + off > total:
+        return
+    cdef const nlattr *a = <const nlattr *>(<const char *>nlh + NLMSG_HDRLEN + off)
+    cdef int remaining = <int>(total - NLMSG_HDRLEN - off)
+    cdef size_t n
+    while mnl.mnl_attr_ok(a, remaining):
+        if (a.nla_type & NLA_TYPE_MASK) == NLMSGERR_ATTR_MSG:
+            n = mnl.mnl_attr_get_payload_len(a)
+            if n > sizeof(st.extack) - 1:
+                n = sizeof(st.extack) - 1
+            memcpy(st.extack, mnl.mnl_attr_get_payload(a), n)
+            st.extack[n] = 0
+            return
+        remaining -= <int>_nla_align(a.nla_len)
+        a = mnl.mnl_attr_next(a)
+
+
+cdef int _on_data(const nlmsghdr *nlh, void *arg) noexcept nogil:
+    cdef run_ctx *ctx = <run_ctx *>arg
+    cdef int ret
+    ctx.st.messages += 1
+    if ctx.cb == NULL:
+        return mnl.MNL_CB_OK
+    w10g_set_errno(0)
+    ret = ctx.cb(nlh, ctx.data)
+    if ret == mnl.MNL_CB_ERROR and ctx.st.err == 0:
+        ctx.st.err = errno if errno != 0 else EBADMSG
+        ctx.st.stage = STAGE_DECODE
+    return ret
+
+
+cdef int _on_noop(const nlmsghdr *nlh, void *arg) noexcept nogil:
+    return mnl.MNL_CB_OK
+
+
+cdef int _on_error(const nlmsghdr *nlh, void *arg) noexcept nogil:
+    cdef nl_status *st = (<run_ctx *>arg).st
+    cdef nlmsgerr e
+    cdef size_t off
+    if nlh.nlmsg_len < <uint32_t>NLMSG_HDRLEN + sizeof(nlmsgerr):
+        st.err = EBADMSG
+        st.stage = STAGE_PARSE
+        return mnl.MNL_CB_ERROR
+    memcpy(&e, mnl.mnl_nlmsg_get_payload(nlh), sizeof(nlmsgerr))
+    if e.error == 0:
+        return mnl.MNL_CB_STOP          # the ACK: end of a non-dump transaction
+    st.err = -e.error if e.error < 0 else e.error
+    st.stage = STAGE_KERNEL
+    if nlh.nlmsg_flags & NLM_F_ACK_TLVS:
+        # The TLVs follow the echoed request: its header only when capped, else all of it.
+        off = sizeof(int)
+        off += sizeof(nlmsghdr) if (nlh.nlmsg_flags & NLM_F_CAPPED) else e.msg.nlmsg_len
+        _read_extack(nlh, off, st)
+    return mnl.MNL_CB_ERROR
+
+
+cdef int _on_done(const nlmsghdr *nlh, void *arg) noexcept nogil:
+    cdef nl_status *st = (<run_ctx *>arg).st
+    cdef int32_t err = 0
+    # NLMSG_DONE carries an int: 0, or a negative errno when the dump failed partway.
+    if mnl.mnl_nlmsg_get_payload_len(nlh) >= sizeof(int32_t):
+        memcpy(&err, mnl.mnl_nlmsg_get_payload(nlh), sizeof(int32_t))
+    if err != 0:
+        st.err = -err if err < 0 else err
+        st.stage = STAGE_KERNEL
+        if nlh.nlmsg_flags & NLM_F_ACK_TLVS:
+            _read_extack(nlh, sizeof(int32_t), st)
+        return mnl.MNL_CB_ERROR
+    return mnl.MNL_CB_STOP
+
+
+cdef int _on_overrun(const nlmsghdr *nlh, void *arg) noexcept nogil:
+    cdef nl_status *st = (<run_ctx *>arg).st
+    st.err = ENOBUFS
+    st.stage = STAGE_KERNEL
+    return mnl.MNL_CB_ERROR
+
+
+# Control-message handlers for types 0..NLMSG_MIN_TYPE-1, so libmnl's defaults (which
+# drop the extended-ack text and ignore NLMSG_DONE's error) are never used.
+cdef mnl.mnl_cb_t _ctl[16]
+for _i in range(16):
+    _ctl[_i] = _on_noop
+_ctl[2] = _on_error     # NLMSG_ERROR
+_ctl[3] = _on_done      # NLMSG_DONE
+_ctl[4] = _on_overrun   # NLMSG_OVERRUN
+
+
+# A growable buffer that collects whole data messages, for the Python-level request().
+cdef struct msgbuf:
+    char *data
+    size_t len
+    size_t cap
+
+
+cdef int _collect(const nlmsghdr *nlh, void *arg) noexcept nogil:
+    cdef msgbuf *b = <msgbuf *>arg
+    cdef size_t n = nlh.nlmsg_len        # libmnl checked it fits in the datagram
+    cdef size_t need = _nla_align(n)
+    cdef size_t cap
+    cdef char *p
+    if b.len + need > b.cap:
+        cap = b.cap * 2 if b.cap else 4096
+        while cap < b.len + need:
+            cap *= 2
+        p = <char *>realloc(b.data, cap)
+        if p == NULL:
+            w10g_set_errno(ENOMEM)
+            return mnl.MNL_CB_ERROR
+        b.data = p
+        b.cap = cap
+    memcpy(b.data + b.len, nlh, n)
+    memset(b.data + b.len + n, 0, need - n)
+    b.len += need
+    return mnl.MNL_CB_OK
+
+
+cdef class NetlinkSocket:
+    """One netlink socket of protocol ``protocol`` (``socket.NETLINK_*``).
+
+    ``peer`` sends requests to that netlink port id instead of the kernel (port 0): the
+    estats backend talks to a user-space peer over NETLINK_USERSOCK this way. ``timeout``
+    bounds every wait for a reply; ``groups`` are multicast groups to join at once.
+    Close it with :meth:`close`, a ``with`` block, or by dropping the last reference.
+    """
+
+    def __cinit__(self):
+        self.nl = NULL
+        self.rxbuf = NULL
+
+    def __init__(self, int protocol, *, groups=(), unsigned int peer=0,
+                 double timeout=DEFAULT_TIMEOUT, size_t rcvbuf=DEFAULT_RCVBUF):
+        cdef int one = 1
+        cdef timeval tv
+        cdef int fd
+        if rcvbuf < 32768:
+            raise ValueError(f"rcvbuf={rcvbuf} is too small: dump datagrams reach 32 KiB")
+        self.protocol = protocol
+        self.peer = peer
+        self.nl = mnl.mnl_socket_open2(protocol, SOCK_CLOEXEC)
+        if self.nl == NULL:
+            raise errors.from_errno(errno, f"socket(AF_NETLINK, {_proto_name(protocol)})")
+        if mnl.mnl_socket_bind(self.nl, 0, mnl.MNL_SOCKET_AUTOPID) < 0:
+            err = errno
+            self.close()
+            raise errors.from_errno(err, f"bind({_proto_name(protocol)})")
+        self.portid = mnl.mnl_socket_get_portid(self.nl)
+        fd = mnl.mnl_socket_get_fd(self.nl)
+        # Extended acks carry the kernel's reason for EINVAL; capped acks do not echo the
+        # whole request back. Both are best effort: old kernels lack them.
+        setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one))
+        setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one))
+        if timeout > 0:
+            tv.tv_sec = <long>timeout
+            tv.tv_usec = <long>((timeout - tv.tv_sec) * 1e6)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv))
+        memset(&self.dest, 0, sizeof(self.dest))
+        self.dest.nl_family = AF_NETLINK
+        self.dest.nl_pid = peer
+        self.rxlen = rcvbuf
+        self.rxbuf = <char *>malloc(rcvbuf)
+        if self.rxbuf == NULL:
+            self.close()
+            raise MemoryError("netlink receive buffer")
+        self.seq = 0
+        for g in groups:
+            self.join_group(g)
+
+    def __dealloc__(self):
+        if self.nl != NULL:
+            mnl.mnl_socket_close(self.nl)
+            self.nl = NULL
+        if self.rxbuf != NULL:
+            free(self.rxbuf)
+            self.rxbuf = NULL
+
+    def close(self):
+        """Close the socket (idempotent)."""
+        if self.nl != NULL:
+            mnl.mnl_socket_close(self.nl)
+            self.nl = NULL
+
+    @property
+    def closed(self):
+        return self.nl == NULL
+
+    def fileno(self):
+        self._check_open()
+        return mnl.mnl_socket_get_fd(self.nl)
+
+    def __enter__(self):
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self.nl == NULL else f"port {self.portid}"
+        peer = f" peer {self.peer}" if self.peer else ""
+        return f"<NetlinkSocket {_proto_name(self.protocol)} {state}{peer}>"
+
+    def _check_open(self):
+        if self.nl == NULL:
+            raise ValueError("I/O operation on a closed netlink socket")
+
+    def join_group(self, unsigned int group):
+        """Join multicast group ``group`` (NETLINK_ADD_MEMBERSHIP)."""
+        self._check_open()
+        if setsockopt(mnl.mnl_socket_get_fd(self.nl), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP,
+                      &group, sizeof(group)) < 0:
+            raise errors.from_errno(errno, f"join multicast group {group}")
+
+    def leave_group(self, unsigned int group):
+        self._check_open()
+        if setsockopt(mnl.mnl_socket_get_fd(self.nl), SOL_NETLINK, NETLINK_DROP_MEMBERSHIP,
+                      &group, sizeof(group)) < 0:
+            raise errors.from_errno(errno, f"leave multicast group {group}")
+
+    cdef uint32_t next_seq(self) noexcept nogil:
+        self.seq += 1
+        if self.seq == 0:       # 0 means "any" to libmnl's check; never use it
+            self.seq = 1
+        return self.seq
+
+    cdef int acquire(self) except -1:
+        if self.nl == NULL:
+            raise ValueError("I/O operation on a closed netlink socket")
+        if self.busy:
+            raise RuntimeError(
+                "this netlink socket is in use by another thread: "
+                "netlink allows one request at a time per socket; open one agent per thread")
+        self.busy = True
+        return 0
+
+    cdef void release(self) noexcept:
+        self.busy = False
+
+    cdef int drain(self) noexcept nogil:
+        """Discard whatever a failed transaction left queued (the rest of a dump)."""
+        cdef ssize_t n
+        cdef int fd = mnl.mnl_socket_get_fd(self.nl)
+        while True:
+            n = recv(fd, self.rxbuf, self.rxlen, MSG_DONTWAIT)
+            if n < 0 and errno == EINTR:
+                continue
+            if n < 0:
+                break
+        self.dirty = False
+        return 0
+
+    cdef int transact(self, void *req, size_t reqlen, mnl.mnl_cb_t cb, void *data,
+                      nl_status *st) noexcept nogil:
+        """Send ``req`` and run the receive loop until the reply ends; 0 or -1 (see st).
+
+        The request's nlmsg_seq must already be set (next_seq()). Call with the socket
+        acquired; no GIL needed.
+        """
+        cdef run_ctx ctx
+        cdef ssize_t n
+        cdef int ret
+        cdef uint32_t seq = (<nlmsghdr *>req).nlmsg_seq
+        memset(st, 0, sizeof(nl_status))
+        ctx.cb = cb
+        ctx.data = data
+        ctx.st = st
+        if self.dirty:
+            self.drain()
+        n = sendto(mnl.mnl_socket_get_fd(self.nl), req, reqlen, 0,
+                   <const sockaddr *>&self.dest, sizeof(sockaddr_nl))
+        if n < 0:
+            st.err = errno
+            st.stage = STAGE_SEND
+            return -1
+        while True:
+            n = mnl.mnl_socket_recvfrom(self.nl, self.rxbuf, self.rxlen)
+            if n < 0:
+                if errno == EINTR:      # a signal, not NLM_F_DUMP_INTR: just retry
+                    continue
+                st.err = errno
+                st.stage = STAGE_RECV
+                self.dirty = True
+                return -1
+            st.datagrams += 1
+            w10g_set_errno(0)
+            ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, seq, self.portid,
+                                  _on_data, &ctx, _ctl, 16)
+            if ret == mnl.MNL_CB_ERROR:
+                if st.err == 0:
+                    # libmnl's own checks: EINTR = NLM_F_DUMP_INTR, EPROTO = sequence,
+                    # ESRCH = port id, EBADMSG = framing.
+                    st.err = errno if errno != 0 else EBADMSG
+                    st.stage = STAGE_PARSE
+                if st.stage != STAGE_KERNEL:
+                    self.dirty = True
+                return -1
+            if ret == mnl.MNL_CB_STOP:
+                return 0
+
+    cdef object error_from(self, nl_status *st, str call):
+        detail = st.extack.decode("utf-8", "replace") if st.extack[0] else None
+        where = f"{call} ({_STAGE_NAMES.get(st.stage, 'netlink')})"
+        if st.stage == STAGE_PARSE and st.err == EINTR:
+            return errors.DumpInterrupted(
+                EINTR, f"{call}: the kernel marked the dump inconsistent (NLM_F_DUMP_INTR) "
+                "because its tables changed while it ran; retry the dump")
+        if st.stage == STAGE_DECODE and st.err in (EBADMSG, EINVAL):
+            return errors.MalformedReply(
+                f"{call}: message {st.messages} of the reply is malformed and was rejected")
+        if st.stage == STAGE_RECV and st.err == EAGAIN:
+            who = f"netlink port {self.peer}" if self.peer else "the kernel"
+            return errors.KernelTimeout(
+                EAGAIN, f"{call}: no reply from {who} before the timeout; "
+                "is it still running?")
+        return errors.from_errno(st.err, where, detail=detail)
+
+    def request(self, int msg_type, int flags=0, payload=b"", *, bint dump=False,
+                str call=None):
+        """Send one request and return the data messages of the reply as bytes.
+
+        The header is built here: NLM_F_REQUEST, plus NLM_F_DUMP for ``dump`` or NLM_F_ACK
+        otherwise (the ACK is what ends a non-dump reply). Meant for rare requests (family
+        lookup, tests); the backends decode their hot replies in C instead.
+        """
+        cdef const unsigned char[::1] body = memoryview(payload).cast("B")
+        cdef size_t plen = body.shape[0]
+        cdef size_t total = NLMSG_HDRLEN + _nla_align(plen)
+        cdef nl_status st
+        cdef msgbuf buf
+        cdef int rc
+        cdef nlmsghdr *nlh
+        cdef char *req
+        if total > 0xFFFF_FFFF:
+            raise ValueError("request too large for one netlink message")
+        call = call or f"netlink request type {msg_type}"
+        req = <char *>malloc(total)
+        if req == NULL:
+            raise MemoryError()
+        memset(req, 0, total)
+        if plen:
+            memcpy(req + NLMSG_HDRLEN, &body[0], plen)
+        nlh = <nlmsghdr *>req
+        nlh.nlmsg_len = <uint32_t>total
+        nlh.nlmsg_type = <uint16_t>msg_type
+        nlh.nlmsg_flags = <uint16_t>(flags | NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK))
+        buf.data = NULL
+        buf.len = 0
+        buf.cap = 0
+        self.acquire()
+        try:
+            with nogil:
+                nlh.nlmsg_seq = self.next_seq()
+                rc = self.transact(req, total, _collect, &buf, &st)
+            if rc < 0:
+                raise self.error_from(&st, call)
+            return _split(buf.data, buf.len)
+        finally:
+            self.release()
+            free(req)
+            free(buf.data)
+
+    def resolve_family(self, str name):
+        """Ask the generic-netlink controller about family ``name``.
+
+        Returns a dict: id, name, version, hdrsize, maxattr, ops ({cmd: flags}) and
+        mcast_groups ({name: id}). Raises FileNotFoundError (ENOENT) when it is not
+        registered; :func:`web10g.genl.resolve` turns that into FamilyNotFound.
+        """
+        if self.protocol != 16 and not self.peer:   # NETLINK_GENERIC
+            raise ValueError("resolve_family needs a NETLINK_GENERIC socket (or a peer)")
+        bname = name.encode() + b"\0"
+        if len(bname) > 16:     # GENL_NAMSIZ; the kernel answers EINVAL otherwise
+            raise ValueError(f"generic netlink family names have at most 15 characters: "
+                             f"{name!r}")
+        payload = bytes([CTRL_CMD_GETFAMILY, 1, 0, 0]) + _attr(CTRL_ATTR_FAMILY_NAME, bname)
+        msgs = self.request(GENL_ID_CTRL, 0, payload,
+                            call=f"generic netlink controller lookup of {name!r}")
+        if not msgs:
+            raise errors.MalformedReply(
+                f"the controller answered the lookup of {name!r} with no family message")
+        return _parse_family(msgs[0])
+
+
+cdef list _split(const char *data, size_t n):
+    """Cut the collected buffer back into one bytes object per message."""
+    cdef list out = []
+    cdef size_t off = 0
+    cdef uint32_t mlen
+    while off + NLMSG_HDRLEN <= n:
+        memcpy(&mlen, data + off, 4)
+        if mlen < <uint32_t>NLMSG_HDRLEN or off + mlen > n:
+            break
+        out.append(data[off:off + mlen])
+        off += _nla_align(mlen)
+    return out
+
+
+def _attr(int atype, bytes payload):
+    n = 4 + len(payload)
+    pad = (-n) % 4
+    return n.to_bytes(2, "little") + atype.to_bytes(2, "little") + payload + b"\0" * pad
+
+
+cpdef list parse_attrs(const unsigned char[::1] buf, size_t offset=0):
+    """Walk the attributes in ``buf[offset:]``; return [(type & NLA_TYPE_MASK, payload)].
+
+    Bounds-checked with libmnl's mnl_attr_ok: a truncated or overlong attribute ends the
+    walk instead of reading past the buffer.
+    """
+    cdef list out = []
+    cdef size_t n = buf.shape[0]
+    if offset >= n:
+        return out
+    cdef const nlattr *a = <const nlattr *>&buf[offset]
+    cdef int remaining = <int>(n - offset)
+    cdef const char *p
+    cdef uint16_t plen
+    while mnl.mnl_attr_ok(a, remaining):
+        p = <const char *>mnl.mnl_attr_get_payload(a)
+        plen = mnl.mnl_attr_get_payload_len(a)
+        out.append((a.nla_type & NLA_TYPE_MASK, p[:plen]))
+        remaining -= <int>_nla_align(a.nla_len)
+        a = mnl.mnl_attr_next(a)
+    return out
+
+
+cdef dict _parse_family(bytes msg):
+    cdef dict fam = {"ops": {}, "mcast_groups": {}}
+    for atype, val in parse_attrs(msg, NLMSG_HDRLEN + sizeof(genlmsghdr)):
+        if atype == 1 and len(val) >= 2:
+            fam["id"] = int.from_bytes(val[:2], "little")
+        elif atype == 2:
+            fam["name"] = val.split(b"\0", 1)[0].decode("utf-8", "replace")
+        elif atype in (3, 4, 5) and len(val) >= 4:
+            fam[{3: "version", 4: "hdrsize", 5: "maxattr"}[atype]] = \
+                int.from_bytes(val[:4], "little")
+        elif atype == 6:
+            for _, op in parse_attrs(val):
+                d = {t: int.from_bytes(v[:4], "little") for t, v in parse_attrs(op) if len(v) >= 4}
+                if 1 in d:
+                    fam["ops"][d[1]] = d.get(2, 0)
+        elif atype == 7:
+            for _, grp in parse_attrs(val):
+                g = dict(parse_attrs(grp))
+                if 1 in g and 2 in g and len(g[2]) >= 4:
+                    gname = g[1].split(b"\0", 1)[0].decode("utf-8", "replace")
+                    fam["mcast_groups"][gname] = int.from_bytes(g[2][:4], "little")
+    if "id" not in fam:
+        raise errors.MalformedReply("the controller's reply has no CTRL_ATTR_FAMILY_ID")
+    return fam
+
+
+def _proto_name(int protocol):
+    return {0: "NETLINK_ROUTE", 2: "NETLINK_USERSOCK", 4: "NETLINK_SOCK_DIAG",
+            16: "NETLINK_GENERIC"}.get(protocol, f"netlink protocol {protocol}")

@@ -1,0 +1,133 @@
+"""Exceptions, and the one function that turns an errno into one.
+
+Every error a caller can see is either a builtin ``OSError`` subclass (so ``except
+PermissionError`` works as everywhere in Python) or one of the few domain classes below,
+each of which also derives from the builtin that fits it. Messages say which call failed
+and what to do about it.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+__all__ = [
+    "Web10GError",
+    "FamilyNotFound",
+    "DumpInterrupted",
+    "ReceiveOverrun",
+    "MalformedReply",
+    "FlowNotFound",
+    "MissingCapability",
+    "KernelTimeout",
+    "from_errno",
+]
+
+
+class Web10GError(Exception):
+    """Base of the package's own exception classes."""
+
+
+class FamilyNotFound(Web10GError, FileNotFoundError):
+    """A generic-netlink family is not registered (its kernel module is not loaded)."""
+
+    def __init__(self, family: str, hint: str | None = None) -> None:
+        self.family = family
+        msg = f"generic netlink family {family!r} is not registered in this kernel"
+        if hint:
+            msg += f": {hint}"
+        super().__init__(_errno.ENOENT, msg)
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+
+class DumpInterrupted(Web10GError, InterruptedError):
+    """The kernel flagged a dump as inconsistent (NLM_F_DUMP_INTR); retry it."""
+
+
+class ReceiveOverrun(Web10GError, OSError):
+    """The socket's receive queue overflowed (ENOBUFS): messages were lost."""
+
+
+class MalformedReply(Web10GError, ValueError):
+    """A kernel (or peer) reply does not have the shape the protocol promises."""
+
+
+class FlowNotFound(Web10GError, LookupError):
+    """The flow asked for does not exist (any more)."""
+
+
+class MissingCapability(Web10GError, PermissionError):
+    """The operation needs a capability the process does not have."""
+
+
+class KernelTimeout(Web10GError, TimeoutError):
+    """No reply arrived within the socket's timeout."""
+
+
+# What to do, by errno, when the call site has nothing more specific to say.
+_HINTS: dict[int, str] = {
+    _errno.EPERM: "run as root or grant the capability named above",
+    _errno.EACCES: "the object belongs to another user: run as its owner or as root",
+    _errno.ENOENT: "the object asked for does not exist (any more)",
+    _errno.EINVAL: "the kernel rejected the request as malformed; this is a bug in web10g "
+    "or an unexpected kernel: please report it with the kernel version",
+    _errno.EBUSY: "another dump is still running on this socket: use one socket per thread",
+    _errno.ENOBUFS: "the socket's receive queue overflowed and messages were lost: "
+    "read more often or enlarge the receive buffer",
+    _errno.EOPNOTSUPP: "this kernel does not support the operation "
+    "(a kernel option or module is missing)",
+    _errno.EPROTONOSUPPORT: "this kernel lacks the netlink protocol: "
+    "load its module (for sock_diag: modprobe inet_diag tcp_diag)",
+    _errno.ENOSPC: "a reply was larger than the receive buffer and was truncated",
+    _errno.EPROTO: "a reply did not match the request (stale messages on the socket)",
+    _errno.ESRCH: "a reply came from an unexpected netlink port",
+    _errno.EAGAIN: "no reply arrived in time: the kernel (or peer) is not answering",
+    _errno.EBADMSG: "the reply is malformed",
+}
+
+# errno -> the class to raise when no domain class is asked for.
+_CLASSES: dict[int, type[OSError]] = {
+    _errno.EINTR: DumpInterrupted,
+    _errno.ENOBUFS: ReceiveOverrun,
+    _errno.EAGAIN: KernelTimeout,
+    _errno.ETIMEDOUT: KernelTimeout,
+    _errno.EBADMSG: MalformedReply,  # type: ignore[dict-item]
+}
+
+
+def from_errno(
+    err: int,
+    call: str,
+    *,
+    detail: str | None = None,
+    hint: str | None = None,
+    capability: str | None = None,
+) -> Exception:
+    """Return (not raise) the exception for ``err`` reported by ``call``.
+
+    ``err`` may be given with either sign (netlink reports negative errnos). ``detail``
+    is extra text from the kernel (the extended-ack message); ``hint`` replaces the
+    default advice; ``capability`` names the capability an EPERM means is missing and
+    makes the result a :class:`MissingCapability`.
+    """
+    err = abs(int(err))
+    strerror = os.strerror(err)
+    name = _errno.errorcode.get(err, str(err))
+    msg = f"{call} failed: {strerror} ({name})"
+    if detail:
+        msg += f": {detail}"
+    if capability and err in (_errno.EPERM, _errno.EACCES):
+        advice = hint or f"this needs {capability}: run as root or grant {capability}"
+        return MissingCapability(err, f"{msg}. {advice}")
+    advice = hint or _HINTS.get(err)
+    if advice:
+        msg += f". {advice}"
+    cls = _CLASSES.get(err)
+    if cls is MalformedReply:
+        return MalformedReply(msg)
+    if cls is not None:
+        return cls(err, msg)
+    # OSError(errno, msg) picks the builtin subclass itself: PermissionError for
+    # EPERM/EACCES, FileNotFoundError for ENOENT, InterruptedError, ...
+    return OSError(err, msg)
