@@ -521,3 +521,21 @@ cdef dict _parse_family(bytes msg):
 def _proto_name(int protocol):
     return {0: "NETLINK_ROUTE", 2: "NETLINK_USERSOCK", 4: "NETLINK_SOCK_DIAG",
             16: "NETLINK_GENERIC"}.get(protocol, f"netlink protocol {protocol}")
+
+
+cdef extern from "<sched.h>" nogil:
+    int c_setns "setns" (int fd, int nstype)
+    int CLONE_NEWNET
+
+
+def setns(int fd, int nstype=0):
+    """setns(2) for the calling thread (Python < 3.12 has no os.setns).
+
+    ``fd`` is an open namespace file (/proc/PID/ns/net, /run/netns/NAME); ``nstype`` 0
+    accepts any type, CLONE_NEWNET insists on a network namespace.
+    """
+    if c_setns(fd, nstype) < 0:
+        raise errors.from_errno(errno, "setns(network namespace)", capability="CAP_SYS_ADMIN")
+
+
+CLONE_NEWNET_FLAG = CLONE_NEWNET

@@ -1,0 +1,97 @@
+"""web10g getmib: classic output, JSON, the dispatcher, exit codes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from web10g import __version__, mib
+from web10g.cli import main as web10g_main
+from web10g.cli.getmib import main as getmib
+
+
+def run(capsys, argv, entry=web10g_main):
+    code = entry(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_builtin_head_is_the_classic_format(capsys):
+    code, out, _ = run(capsys, ["getmib", "--builtin"])
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == ("TCP Extended Statistics (RFC 4898) contains 6 table(s) "
+                        "comprised of 124 variables.")
+    assert lines[1] == "Performance Table:"
+    assert lines[2] == "\tSegsOut\t(2)"
+    tune = lines.index("Tune Table:")
+    assert lines[tune:tune + 5] == ["Tune Table:", "\tLimCwnd\t(3)", "\tLimRwin\t(3)",
+                                    "\tLimMSS\t(3)", "Extras Table:"]
+    assert lines[-1] == "\tPriority\t(4)"
+    assert sum(1 for ln in lines if ln.startswith("\t")) == 124
+
+
+def test_builtin_old_layout_has_other_reductions(capsys):
+    code, out, _ = run(capsys, ["getmib", "--builtin", "old"])
+    assert code == 0
+    assert "\tOtherReductions\t(2)" in out and "\tOtherReductionsCM\t(2)" in out
+    assert "LostRetransmitSegs" not in out
+
+
+def test_sock_diag_listing_matches_the_registry(capsys):
+    code, out, _ = run(capsys, ["getmib", "--backend", "sock_diag"])
+    assert code == 0
+    names = {ln.split("\t")[1] for ln in out.splitlines() if ln.startswith("\t")}
+    expected = {v.name for v in mib.variables(backend="sock_diag")}
+    assert names == expected
+    assert "SmoothedRTT" in names and "SampleRTT" not in names and "rtt_us" in names
+
+
+def test_auto_picks_sock_diag_on_a_stock_kernel(capsys):
+    _, auto, _ = run(capsys, ["getmib"])
+    _, sd, _ = run(capsys, ["getmib", "--backend", "sock_diag"])
+    assert auto == sd
+
+
+def test_json_output(capsys):
+    code, out, _ = run(capsys, ["getmib", "--builtin", "--json"])
+    assert code == 0
+    data = json.loads(out)
+    assert len(data) == 124
+    srtt = next(d for d in data if d["name"] == "SmoothedRTT")
+    assert srtt["table"] == "perf" and srtt["index"] == 16 and srtt["units"] == "milliseconds"
+    assert srtt["rfc_name"] == "tcpEStatsPerfSmoothedRTT"
+    assert srtt["sock_diag"]["match"] == "exact"
+
+
+def test_estats_without_the_module_fails_loudly(capsys):
+    code, out, err = run(capsys, ["getmib", "--backend", "estats"])
+    assert code == 1 and out == ""
+    assert "tcp_estats" in err and "modprobe tcp_estats_nl" in err
+
+
+def test_bad_option_exits_1_with_usage(capsys):
+    with pytest.raises(SystemExit) as ei:
+        getmib(["--bogus"])
+    assert ei.value.code == 1
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_dispatcher_help_version_and_unknown(capsys):
+    code, out, _ = run(capsys, ["--help"])
+    assert code == 0 and "getmib" in out
+    code, out, _ = run(capsys, ["--version"])
+    assert code == 0 and out.strip() == f"web10g {__version__}"
+    code, _, err = run(capsys, ["getmb"])
+    assert code == 1 and "did you mean: getmib" in err
+    code, out, _ = run(capsys, [])
+    assert code == 1 and "usage:" in out
+
+
+def test_module_entry_point_runs():
+    res = subprocess.run([sys.executable, "-m", "web10g", "getmib", "--builtin", "middle"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0
+    assert "comprised of 122 variables." in res.stdout.splitlines()[0]

@@ -1,0 +1,5 @@
+import sys
+
+from web10g.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The ``web10g`` command: one entry point, one thin module per subcommand.
+
+Each subcommand module has ``main(argv=None) -> int`` and is also installed as the classic
+console script (``web10g-getmib`` ...). Modules are imported only when their subcommand
+runs, so ``web10g --help`` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from web10g import __version__
+
+# name -> (module, one-line summary). Only subcommands that exist are listed.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "getmib": ("web10g.cli.getmib", "print the variables (MIB) a backend provides"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [
+        "usage: web10g [--version] [--help] COMMAND [ARGS...]",
+        "",
+        "RFC 4898 (Web10G) TCP extended statistics for every flow.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    lines += ["", "'web10g COMMAND --help' describes one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if args else 1
+    if args[0] in ("-V", "--version"):
+        print(f"web10g {__version__}")
+        return 0
+    name = args[0]
+    if name not in SUBCOMMANDS:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, SUBCOMMANDS, n=3)
+        hint = f"; did you mean: {', '.join(close)}?" if close else ""
+        print(f"web10g: unknown command {name!r}{hint} (see 'web10g --help')", file=sys.stderr)
+        return 1
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(args[1:], prog=f"web10g {name}") or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""``web10g getmib``: the variables a backend provides, in the classic getmib format.
+
+The classic tool prints the running module's INIT reply. Here the list depends on the
+backend: ``estats`` is the Web10G kernel's own list; ``sock_diag`` (every stock kernel) is
+the Web10G variables this package can supply from inet_diag/tcp_info, followed by the
+stock-only extras; ``--builtin LAYOUT`` prints web10g's built-in table without asking
+the kernel.
+"""
+from __future__ import annotations
+
+import sys
+
+from web10g import errors, genl, mib
+from web10g.cli._common import ArgumentParser, fail, print_json
+
+
+def _parser(prog: str) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument("--backend", choices=("auto", "estats", "sock_diag"), default="auto",
+                   help="whose variables to list (auto: estats when the Web10G kernel "
+                        "module is loaded, else sock_diag)")
+    p.add_argument("--builtin", nargs="?", const="head", choices=mib.LAYOUTS, metavar="LAYOUT",
+                   help="print web10g's built-in table of a module layout "
+                        "(head, middle, old) without asking the kernel")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _as_dict(v: mib.Variable) -> dict:
+    return {
+        "name": v.name, "table": v.table, "index": v.index, "rfc_name": v.rfc_name,
+        "type": v.var_type, "type_code": v.type_code, "wire": v.wire, "dtype": v.dtype.str,
+        "units": v.units, "writable": v.writable, "counter": v.is_counter,
+        "description": v.description,
+        "sock_diag": {"match": v.sock_diag.match, "source": v.sock_diag.source,
+                      "conversion": v.sock_diag.conversion, "kernel": v.sock_diag.kernel},
+    }
+
+
+def _format_sock_diag(variables: list[mib.Variable]) -> str:
+    """The classic layout, restricted to what sock_diag supplies, plus the stock extras."""
+    web10g = [v for v in variables if not v.is_stock]
+    stock = [v for v in variables if v.is_stock]
+    out = [f"TCP Extended Statistics (RFC 4898) via sock_diag provides {len(web10g)} of "
+           f"{len(mib.variables())  - len(mib.variables(table=mib.STOCK_TABLE))} variables "
+           f"and {len(stock)} stock-only extras."]
+    for table, title in zip(mib.TABLES, mib.TABLE_TITLES):
+        out.append(f"{title} Table:")
+        out += [f"\t{v.name}\t({v.type_code})" for v in web10g if v.table == table]
+    out.append("Stock-only Extras:")
+    out += [f"\t{v.name}\t({v.var_type})" for v in stock]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None, prog: str = "web10g-getmib") -> int:
+    args = _parser(prog).parse_args(argv)
+    if args.builtin:
+        lay = mib.layout(args.builtin)
+        if args.json:
+            print_json([_as_dict(v) for v in lay.variables()])
+        else:
+            sys.stdout.write(mib.format_getmib(lay))
+        return 0
+
+    backend = args.backend
+    if backend == "auto":
+        backend = "estats" if genl.family_exists("tcp_estats") else "sock_diag"
+    if backend == "estats":
+        if not genl.family_exists("tcp_estats"):
+            return fail(prog, errors.FamilyNotFound("tcp_estats", genl._FAMILY_HINTS["tcp_estats"]))
+        return fail(prog, "reading the MIB from a Web10G kernel (TCPE_CMD_INIT) arrives with "
+                          "the estats backend; use --builtin for the built-in table")
+    variables = mib.variables(backend="sock_diag")
+    if args.json:
+        print_json([_as_dict(v) for v in variables])
+    else:
+        sys.stdout.write(_format_sock_diag(variables))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
