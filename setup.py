@@ -86,6 +86,7 @@ common = dict(
 
 extensions = [
     Extension("web10g._netlink", ["web10g/_netlink.pyx"], **common),
+    Extension("web10g._sockdiag", ["web10g/_sockdiag.pyx", "csrc/w10g_sockdiag.c"], **common),
 ]
 
 setup(
