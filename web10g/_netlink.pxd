@@ -37,6 +37,8 @@ cdef class NetlinkSocket:
     cdef int transact(self, void *req, size_t reqlen, mnl.mnl_cb_t cb, void *data,
                       nl_status *st) noexcept nogil
     cdef int drain(self) noexcept nogil
+    cdef int receive_pending(self, mnl.mnl_cb_t cb, void *data, nl_status *st,
+                             uint32_t *overruns) noexcept nogil
     cdef int acquire(self) except -1
     cdef void release(self) noexcept
     cdef object error_from(self, nl_status *st, str call)

@@ -5,7 +5,7 @@ A transaction (send one request, receive until the ACK / NLMSG_DONE / an error) 
 entirely without the GIL; the data messages go to a C callback given by the caller (the
 backends' decoders) and errors are collected in an ``nl_status`` and raised afterwards.
 """
-from libc.errno cimport errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL
+from libc.errno cimport errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL, ENOSPC
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
@@ -31,6 +31,10 @@ cdef extern from "<sys/socket.h>" nogil:
                    const sockaddr *addr, socklen_t addrlen)
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
+    int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
+    int MSG_TRUNC
+    int SO_RCVBUFFORCE
+    int SO_RCVBUF
 
 cdef extern from "<sys/socket.h>":
     int SOL_NETLINK
@@ -317,6 +321,63 @@ cdef class NetlinkSocket:
         self.dirty = False
         return 0
 
+    cdef int receive_pending(self, mnl.mnl_cb_t cb, void *data, nl_status *st,
+                             uint32_t *overruns) noexcept nogil:
+        """Decode every datagram already queued (multicast notifications); never block.
+
+        An overflowed queue (ENOBUFS: the kernel dropped notifications) is counted in
+        ``overruns`` and reading goes on. Returns 0, or -1 with ``st`` filled.
+        """
+        cdef run_ctx ctx
+        cdef ssize_t n
+        cdef int ret
+        cdef int fd = mnl.mnl_socket_get_fd(self.nl)
+        memset(st, 0, sizeof(nl_status))
+        ctx.cb = cb
+        ctx.data = data
+        ctx.st = st
+        while True:
+            n = recv(fd, self.rxbuf, self.rxlen, MSG_DONTWAIT | MSG_TRUNC)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                if errno == ENOBUFS:
+                    overruns[0] += 1
+                    continue
+                if errno == EAGAIN:
+                    return 0
+                st.err = errno
+                st.stage = STAGE_RECV
+                return -1
+            if <size_t>n > self.rxlen:
+                st.err = ENOSPC
+                st.stage = STAGE_RECV
+                return -1
+            st.datagrams += 1
+            # Notifications carry sequence number 0 and port id 0: libmnl accepts both.
+            ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, 0, 0, _on_data, &ctx, _ctl, 16)
+            if ret == mnl.MNL_CB_ERROR:
+                if st.err == 0:
+                    st.err = errno if errno != 0 else EBADMSG
+                    st.stage = STAGE_PARSE
+                return -1
+
+    def set_rcvbuf(self, int nbytes):
+        """Enlarge the kernel-side receive queue (for notification bursts).
+
+        SO_RCVBUFFORCE when allowed (CAP_NET_ADMIN), else SO_RCVBUF (capped by
+        net.core.rmem_max). Returns the size the kernel granted.
+        """
+        cdef int fd, got = 0
+        cdef socklen_t sz = sizeof(got)
+        self._check_open()
+        fd = mnl.mnl_socket_get_fd(self.nl)
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &nbytes, sizeof(nbytes)) < 0:
+            if setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &nbytes, sizeof(nbytes)) < 0:
+                raise errors.from_errno(errno, "setsockopt(SO_RCVBUF)")
+        getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &sz)
+        return got
+
     cdef int transact(self, void *req, size_t reqlen, mnl.mnl_cb_t cb, void *data,
                       nl_status *st) noexcept nogil:
         """Send ``req`` and run the receive loop until the reply ends; 0 or -1 (see st).
@@ -539,3 +600,28 @@ def setns(int fd, int nstype=0):
 
 
 CLONE_NEWNET_FLAG = CLONE_NEWNET
+
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+
+def format_addresses(addr, family):
+    """Addresses as text, in bulk: ``addr`` is an (n, 16) uint8 array of raw addresses
+    (network order, IPv4 in the first 4 bytes), ``family`` n address families
+    (2 = AF_INET, 10 = AF_INET6). Returns an array of str; unknown families give ''."""
+    import numpy as np
+    a = np.ascontiguousarray(addr, dtype=np.uint8).reshape(-1, 16)
+    f = np.ascontiguousarray(family, dtype=np.uint8).reshape(-1)
+    if a.shape[0] != f.shape[0]:
+        raise ValueError("addr and family must have the same number of rows")
+    out = np.zeros(a.shape[0], dtype="S46")
+    cdef const unsigned char[:, ::1] av = a
+    cdef const unsigned char[::1] fv = f
+    cdef char[:, ::1] ov = out.view(np.int8).reshape(-1, 46)
+    cdef Py_ssize_t i, n = a.shape[0]
+    with nogil:
+        for i in range(n):
+            if fv[i] == 2 or fv[i] == 10:
+                inet_ntop(fv[i], &av[i, 0], &ov[i, 0], 46)
+    return out.astype("U46")

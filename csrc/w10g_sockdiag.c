@@ -1,0 +1,532 @@
+/* The sock_diag decoder; see w10g_sockdiag.h. */
+#include "w10g_sockdiag.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <linux/inet_diag.h>
+#include <linux/sock_diag.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "w10g_tcp_info.h"
+
+/* Attribute numbers of the reply (uapi inet_diag.h); spelled out because the build
+ * machine's headers may predate some of them. */
+enum {
+    A_MEMINFO = 1, A_INFO = 2, A_VEGASINFO = 3, A_CONG = 4, A_TOS = 5, A_TCLASS = 6,
+    A_SKMEMINFO = 7, A_SHUTDOWN = 8, A_DCTCPINFO = 9, A_MARK = 15, A_BBRINFO = 16,
+    A_CLASS_ID = 17, A_CGROUP_ID = 21, A_SOCKOPT = 22, A_MAX = 32,
+};
+
+/* Linux TCP state -> RFC 4898 tcpEStatsStackState (mapping section 3.4). */
+static const uint8_t rfc_state[16] = {
+    0, 5, 3, 4, 6, 7, 11, 1, 8, 9, 2, 10, 4, 1, 0, 0,
+};
+
+static const char *const field_names[] = {
+#define W10G_SD_NAME(name, kind) #name,
+    W10G_SD_FIELDS(W10G_SD_NAME)
+#undef W10G_SD_NAME
+};
+static const char *const field_kinds[] = {
+#define W10G_SD_KIND(name, kind) #kind,
+    W10G_SD_FIELDS(W10G_SD_KIND)
+#undef W10G_SD_KIND
+};
+
+const char *w10g_sd_field_name(int f) { return f >= 0 && f < W10G_SD_NFIELDS ? field_names[f] : NULL; }
+const char *w10g_sd_field_kind(int f) { return f >= 0 && f < W10G_SD_NFIELDS ? field_kinds[f] : NULL; }
+
+int w10g_sd_kind_width(const char *k)
+{
+    if (!strcmp(k, "U8")) return 1;
+    if (!strcmp(k, "U16")) return 2;
+    if (!strcmp(k, "U32") || !strcmp(k, "I32")) return 4;
+    if (!strcmp(k, "U64") || !strcmp(k, "I64") || !strcmp(k, "F64")) return 8;
+    if (!strcmp(k, "A16") || !strcmp(k, "S16")) return 16;
+    return -1;
+}
+
+/* ---- per-flow state for the derived columns ------------------------------------- */
+
+static inline size_t flow_hash(uint64_t cookie, size_t cap)
+{
+    return (size_t)((cookie * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
+}
+
+static int flowtab_resize(struct w10g_flowtab *ft, size_t cap, int keep_stale)
+{
+    struct w10g_flow *slots = calloc(cap, sizeof(*slots));
+    size_t used = 0;
+    if (!slots)
+        return -1;
+    for (size_t i = 0; i < ft->cap; i++) {
+        struct w10g_flow *f = &ft->slots[i];
+        if (!f->cookie || (!keep_stale && f->seen_epoch != ft->epoch))
+            continue;
+        size_t j = flow_hash(f->cookie, cap);
+        while (slots[j].cookie)
+            j = (j + 1) & (cap - 1);
+        slots[j] = *f;
+        used++;
+    }
+    free(ft->slots);
+    ft->slots = slots;
+    ft->cap = cap;
+    ft->used = used;
+    return 0;
+}
+
+static struct w10g_flow *flowtab_get(struct w10g_flowtab *ft, uint64_t cookie)
+{
+    if ((ft->used + 1) * 2 > ft->cap &&
+        flowtab_resize(ft, ft->cap ? ft->cap * 2 : 1024, 1) < 0)
+        return NULL;
+    size_t i = flow_hash(cookie, ft->cap);
+    while (ft->slots[i].cookie && ft->slots[i].cookie != cookie)
+        i = (i + 1) & (ft->cap - 1);
+    struct w10g_flow *f = &ft->slots[i];
+    if (!f->cookie) {
+        memset(f, 0, sizeof(*f));
+        f->cookie = cookie;
+        f->min_rto_us = f->min_mss = f->min_ssthresh = UINT32_MAX;
+        ft->used++;
+    }
+    if (f->seen_epoch != ft->epoch) {
+        f->seen_epoch = ft->epoch;
+        ft->seen++;
+    }
+    return f;
+}
+
+int w10g_flowtab_sweep(struct w10g_flowtab *ft)
+{
+    /* Rebuild only when enough vanished flows accumulated, so the cost is amortised. */
+    if (!ft->cap || (ft->used - ft->seen) * 8 < ft->used)
+        return 0;
+    size_t cap = 1024;
+    while (cap < ft->seen * 2 + 2)
+        cap *= 2;
+    return flowtab_resize(ft, cap, 0);
+}
+
+void w10g_flowtab_free(struct w10g_flowtab *ft)
+{
+    free(ft->slots);
+    memset(ft, 0, sizeof(*ft));
+}
+
+/* ---- one record -> one row -------------------------------------------------------- */
+
+#define PUT(F, T, expr)                                                   \
+    do {                                                                  \
+        int32_t o_ = cfg->off[W10G_SD_##F];                               \
+        if (o_ >= 0) {                                                    \
+            T v_ = (T)(expr);                                             \
+            memcpy(row + o_, &v_, sizeof(v_));                            \
+        }                                                                 \
+    } while (0)
+#define PUT_U8(F, e) PUT(F, uint8_t, e)
+#define PUT_U16(F, e) PUT(F, uint16_t, e)
+#define PUT_U32(F, e) PUT(F, uint32_t, e)
+#define PUT_U64(F, e) PUT(F, uint64_t, e)
+#define PUT_I32(F, e) PUT(F, int32_t, e)
+#define PUT_I64(F, e) PUT(F, int64_t, e)
+#define PUT_F64(F, e) PUT(F, double, e)
+
+static inline uint32_t sat_mul(uint32_t a, uint32_t b)
+{
+    uint64_t p = (uint64_t)a * b;
+    return p > UINT32_MAX ? UINT32_MAX : (uint32_t)p;
+}
+
+static inline uint32_t us_to_ms(uint32_t us) { return us == UINT32_MAX ? UINT32_MAX : us / 1000; }
+
+static inline uint32_t rd32(const uint8_t *p, size_t i)
+{
+    uint32_t v;
+    memcpy(&v, p + 4 * i, 4);
+    return v;
+}
+
+static char *row_slot(struct w10g_sd_sink *s)
+{
+    if (s->n < s->capacity)
+        return s->rows + s->n * s->itemsize;
+    size_t k = s->n - s->capacity;
+    if (k >= s->spill_cap) {
+        size_t cap = s->spill_cap ? s->spill_cap * 2 : (s->capacity > 256 ? s->capacity : 256);
+        char *p = realloc(s->spill, cap * s->itemsize);
+        if (!p)
+            return NULL;
+        s->spill = p;
+        s->spill_cap = cap;
+    }
+    return s->spill + k * s->itemsize;
+}
+
+/* The enum answers of RFC 4898 for an option the kernel reports as a bit:
+ * 1 = in use; otherwise 2 = disabled here (sysctl 0), 3 = the peer declined. */
+static inline int32_t negotiated(int on, int sysctl_on) { return on ? 1 : (sysctl_on ? 3 : 2); }
+
+int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
+{
+    struct w10g_sd_sink *s = arg;
+    const struct w10g_sd_config *cfg = s->cfg;
+    const uint8_t *attr[A_MAX] = {0};
+    uint16_t alen[A_MAX] = {0};
+    struct w10g_tcp_info ti;
+    struct inet_diag_msg m;
+    uint16_t present = 0;
+
+    if ((const char *)nlh == s->rxbuf && !s->fixed_time) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s->now_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    }
+    /* libmnl has checked nlmsg_len against the datagram; check the body against it. */
+    size_t plen = nlh->nlmsg_len - NLMSG_HDRLEN;
+    if (nlh->nlmsg_type != SOCK_DIAG_BY_FAMILY || plen < sizeof(m))
+        goto bad;
+    memcpy(&m, mnl_nlmsg_get_payload(nlh), sizeof(m));
+
+    const uint8_t *p = (const uint8_t *)mnl_nlmsg_get_payload(nlh) + sizeof(m);
+    size_t rem = plen - sizeof(m);
+    while (rem >= sizeof(struct nlattr)) {
+        struct nlattr a;
+        memcpy(&a, p, sizeof(a));
+        if (a.nla_len < sizeof(a) || a.nla_len > rem)
+            goto bad;
+        unsigned t = a.nla_type & NLA_TYPE_MASK;
+        if (t < A_MAX) {
+            attr[t] = p + sizeof(a);
+            alen[t] = a.nla_len - sizeof(a);
+        }
+        size_t step = NLA_ALIGN(a.nla_len);
+        if (step > rem)
+            step = rem;       /* the last attribute's padding may be cut by nlmsg_len */
+        p += step;
+        rem -= step;
+    }
+
+    char *row = row_slot(s);
+    if (!row) {
+        errno = ENOMEM;
+        return MNL_CB_ERROR;
+    }
+
+    memset(&ti, 0, sizeof(ti));
+    uint16_t tlen = 0;
+    if (attr[A_INFO]) {
+        tlen = alen[A_INFO];
+        memcpy(&ti, attr[A_INFO], tlen < sizeof(ti) ? tlen : sizeof(ti));
+        present |= W10G_HAVE_INFO;
+    }
+    uint32_t meminfo[4] = {0}, skmem[9] = {0}, bbr[5] = {0}, vegas[4] = {0};
+    uint8_t dctcp[16] = {0};
+    char cong[16] = {0};
+    uint8_t tos = 0, shut = 0;
+    uint32_t class_id = 0, mark = 0;
+    uint64_t cgroup = 0;
+    uint16_t sockopt = 0;
+    if (attr[A_MEMINFO] && alen[A_MEMINFO] >= sizeof(meminfo)) {
+        memcpy(meminfo, attr[A_MEMINFO], sizeof(meminfo));
+        present |= W10G_HAVE_MEMINFO;
+    }
+    if (attr[A_SKMEMINFO]) {
+        size_t n = alen[A_SKMEMINFO] / 4;
+        memcpy(skmem, attr[A_SKMEMINFO], 4 * (n < 9 ? n : 9));
+        if (n >= 9)
+            present |= W10G_HAVE_SKMEMINFO;
+    }
+    if (attr[A_CONG] && alen[A_CONG]) {
+        size_t n = alen[A_CONG] < sizeof(cong) ? alen[A_CONG] : sizeof(cong);
+        memcpy(cong, attr[A_CONG], n);
+        for (size_t i = 0; i < sizeof(cong); i++)      /* keep only up to the NUL */
+            if (!cong[i]) { memset(cong + i, 0, sizeof(cong) - i); break; }
+        present |= W10G_HAVE_CONG;
+    }
+    int tos_attr = m.idiag_family == AF_INET6 ? A_TCLASS : A_TOS;
+    if (attr[tos_attr] && alen[tos_attr] >= 1) {
+        tos = attr[tos_attr][0];
+        present |= W10G_HAVE_TOS;
+    } else if (attr[A_TOS] && alen[A_TOS] >= 1) {
+        tos = attr[A_TOS][0];
+        present |= W10G_HAVE_TOS;
+    }
+    if (attr[A_CLASS_ID] && alen[A_CLASS_ID] >= 4) {
+        memcpy(&class_id, attr[A_CLASS_ID], 4);
+        present |= W10G_HAVE_CLASS_ID;
+    }
+    if (attr[A_SHUTDOWN] && alen[A_SHUTDOWN] >= 1) {
+        shut = attr[A_SHUTDOWN][0];
+        present |= W10G_HAVE_SHUTDOWN;
+    }
+    if (attr[A_MARK] && alen[A_MARK] >= 4) {
+        memcpy(&mark, attr[A_MARK], 4);
+        present |= W10G_HAVE_MARK;
+    }
+    if (attr[A_CGROUP_ID] && alen[A_CGROUP_ID] >= 8) {
+        memcpy(&cgroup, attr[A_CGROUP_ID], 8);
+        present |= W10G_HAVE_CGROUP;
+    }
+    if (attr[A_SOCKOPT] && alen[A_SOCKOPT] >= 2) {
+        memcpy(&sockopt, attr[A_SOCKOPT], 2);
+        present |= W10G_HAVE_SOCKOPT;
+    }
+    if (attr[A_BBRINFO] && alen[A_BBRINFO] >= sizeof(bbr)) {
+        memcpy(bbr, attr[A_BBRINFO], sizeof(bbr));
+        present |= W10G_HAVE_BBR;
+    }
+    if (attr[A_DCTCPINFO] && alen[A_DCTCPINFO] >= sizeof(dctcp)) {
+        memcpy(dctcp, attr[A_DCTCPINFO], sizeof(dctcp));
+        present |= W10G_HAVE_DCTCP;
+    }
+    if (attr[A_VEGASINFO] && alen[A_VEGASINFO] >= sizeof(vegas)) {
+        memcpy(vegas, attr[A_VEGASINFO], sizeof(vegas));
+        present |= W10G_HAVE_VEGAS;
+    }
+
+    /* identity */
+    uint64_t cookie = ((uint64_t)m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0];
+    PUT_U64(cid, cookie);
+    PUT_U8(family, m.idiag_family);
+    PUT_U8(state, rfc_state[m.idiag_state & 15]);
+    PUT_U16(local_port, ntohs(m.id.idiag_sport));
+    PUT_U16(rem_port, ntohs(m.id.idiag_dport));
+    if (cfg->off[W10G_SD_local_addr] >= 0)
+        memcpy(row + cfg->off[W10G_SD_local_addr], m.id.idiag_src, 16);
+    if (cfg->off[W10G_SD_rem_addr] >= 0)
+        memcpy(row + cfg->off[W10G_SD_rem_addr], m.id.idiag_dst, 16);
+    PUT_U32(uid, m.idiag_uid);
+    PUT_U32(inode, m.idiag_inode);
+    PUT_I64(timestamp, s->now_ns);
+    PUT_U16(present, present);
+
+    /* values shared by several columns */
+    const int listen = m.idiag_state == 10;
+    const uint32_t mss = ti.tcpi_snd_mss;
+    int64_t inflight = (int64_t)ti.tcpi_unacked - ti.tcpi_sacked - ti.tcpi_lost + ti.tcpi_retrans;
+    const uint32_t pipe = inflight > 0 ? sat_mul((uint32_t)inflight, mss) : 0;
+    const uint32_t cwnd = sat_mul(ti.tcpi_snd_cwnd, mss);
+    const int ssthresh_set = ti.tcpi_snd_ssthresh < 0x7FFFFFFF;
+    const uint32_t ssthresh = ssthresh_set ? sat_mul(ti.tcpi_snd_ssthresh, mss) : UINT32_MAX;
+    const uint32_t rqueue = listen ? 0 : m.idiag_rqueue;
+    const uint64_t busy = ti.tcpi_busy_time, rwnd_lim = ti.tcpi_rwnd_limited,
+                   sndbuf_lim = ti.tcpi_sndbuf_limited;
+    const uint64_t cwnd_lim = busy > rwnd_lim + sndbuf_lim ? busy - rwnd_lim - sndbuf_lim : 0;
+    const int wscale = ti.tcpi_options & 0x4;
+    const uint32_t word = ti.tcpi_accecn_word;
+    const int bitfield = cfg->flags & W10G_SD_ACCECN_BITFIELD;
+
+    /* derived columns: the client's running max/min per flow */
+    struct w10g_flow scratch, *f = &scratch;
+    memset(&scratch, 0, sizeof(scratch));
+    if ((cfg->flags & W10G_SD_DERIVED) && (present & W10G_HAVE_INFO) && cookie && s->flows) {
+        f = flowtab_get(s->flows, cookie);
+        if (!f) {
+            errno = ENOMEM;
+            return MNL_CB_ERROR;
+        }
+        if (pipe > f->max_pipe) f->max_pipe = pipe;
+        if (ti.tcpi_rtt > f->max_rtt_us) f->max_rtt_us = ti.tcpi_rtt;
+        if (ti.tcpi_rto > f->max_rto_us) f->max_rto_us = ti.tcpi_rto;
+        if (ti.tcpi_rto && ti.tcpi_rto < f->min_rto_us) f->min_rto_us = ti.tcpi_rto;
+        if (ti.tcpi_rcv_wnd > f->max_rwin_sent) f->max_rwin_sent = ti.tcpi_rcv_wnd;
+        if (ti.tcpi_snd_wnd > f->max_rwin_rcvd) f->max_rwin_rcvd = ti.tcpi_snd_wnd;
+        if (mss > f->max_mss) f->max_mss = mss;
+        if (mss && mss < f->min_mss) f->min_mss = mss;
+        if (ti.tcpi_snd_cwnd < ti.tcpi_snd_ssthresh) {
+            if (cwnd > f->max_ss_cwnd) f->max_ss_cwnd = cwnd;
+        } else if (cwnd > f->max_ca_cwnd) {
+            f->max_ca_cwnd = cwnd;
+        }
+        if (ssthresh_set) {
+            if (ssthresh > f->max_ssthresh) f->max_ssthresh = ssthresh;
+            if (ssthresh < f->min_ssthresh) f->min_ssthresh = ssthresh;
+        }
+        if (ti.tcpi_notsent_bytes > f->max_app_wq) f->max_app_wq = ti.tcpi_notsent_bytes;
+        if (rqueue > f->max_app_rq) f->max_app_rq = rqueue;
+    } else {
+        f->min_rto_us = f->min_mss = f->min_ssthresh = 0;
+    }
+
+    /* perf */
+    PUT_U32(SegsOut, ti.tcpi_segs_out);
+    PUT_U32(DataSegsOut, ti.tcpi_data_segs_out);
+    PUT_U32(DataOctetsOut, ti.tcpi_bytes_sent);
+    PUT_U64(HCDataOctetsOut, ti.tcpi_bytes_sent);
+    PUT_U32(SegsRetrans, ti.tcpi_total_retrans);
+    PUT_U32(OctetsRetrans, ti.tcpi_bytes_retrans);
+    PUT_U32(SegsIn, ti.tcpi_segs_in);
+    PUT_U32(DataSegsIn, ti.tcpi_data_segs_in);
+    PUT_U32(DataOctetsIn, ti.tcpi_bytes_received);
+    PUT_U64(HCDataOctetsIn, ti.tcpi_bytes_received);
+    PUT_U32(CurMSS, mss);
+    PUT_U32(PipeSize, pipe);
+    PUT_U32(MaxPipeSize, f->max_pipe);
+    PUT_U32(SmoothedRTT, ti.tcpi_rtt / 1000);
+    PUT_U32(CurRTO, ti.tcpi_rto / 1000);
+    PUT_U32(CurCwnd, cwnd);
+    PUT_U32(CurSsthresh, ssthresh);
+    PUT_U32(Timeouts, ti.tcpi_total_rto_recoveries);
+    PUT_U32(CurRwinSent, ti.tcpi_rcv_wnd);
+    PUT_U32(MaxRwinSent, f->max_rwin_sent);
+    PUT_U32(CurRwinRcvd, ti.tcpi_snd_wnd);
+    PUT_U32(MaxRwinRcvd, f->max_rwin_rcvd);
+    PUT_U32(SndLimTimeSnd, sndbuf_lim);
+    PUT_U32(SndLimTimeCwnd, cwnd_lim);
+    PUT_U32(SndLimTimeRwin, rwnd_lim);
+    /* path */
+    PUT_U32(RetranThresh, ti.tcpi_reordering);
+    PUT_U32(RTTVar, ti.tcpi_rttvar / 1000);
+    PUT_U32(MaxRTT, f->max_rtt_us / 1000);
+    PUT_U32(MinRTT, us_to_ms(ti.tcpi_min_rtt));     /* all-ones = no sample, as Web10G */
+    PUT_U32(MaxRTO, f->max_rto_us / 1000);
+    PUT_U32(MinRTO, us_to_ms(f->min_rto_us));
+    PUT_U8(IpTosOut, tos);
+    PUT_U32(ECNsignals, ti.tcpi_delivered_ce);
+    PUT_U32(RcvRTT, ti.tcpi_rcv_rtt);
+    PUT_U32(CERcvd, ti.tcpi_received_ce);
+    /* stack */
+    PUT_U32(MSSSent, ti.tcpi_advmss);
+    PUT_I32(WinScaleSent, wscale ? (ti.tcpi_wscale >> 4) : -1);
+    PUT_I32(WinScaleRcvd, wscale ? (ti.tcpi_wscale & 15) : -1);
+    PUT_I32(TimeStamps, negotiated(ti.tcpi_options & 0x1, cfg->sysctl_timestamps));
+    PUT_I32(ECN, negotiated(ti.tcpi_options & 0x8, cfg->sysctl_ecn == 1));
+    PUT_I32(WillSendSACK, negotiated(ti.tcpi_options & 0x2, cfg->sysctl_sack));
+    PUT_I32(WillUseSACK, negotiated(ti.tcpi_options & 0x2, cfg->sysctl_sack));
+    PUT_I32(State, rfc_state[m.idiag_state & 15]);
+    PUT_U32(MaxSsCwnd, f->max_ss_cwnd);
+    PUT_U32(MaxCaCwnd, f->max_ca_cwnd);
+    PUT_U32(MaxSsthresh, f->max_ssthresh);
+    PUT_U32(MinSsthresh, f->min_ssthresh);
+    /* Web10G's InRecovery: 1 while in Recovery or Loss, 2 otherwise (ABI section 7.6) */
+    PUT_I32(InRecovery, (ti.tcpi_ca_state == 3 || ti.tcpi_ca_state == 4) ? 1 : 2);
+    PUT_U32(SubsequentTimeouts, ti.tcpi_total_rto > ti.tcpi_total_rto_recoveries
+                                ? ti.tcpi_total_rto - ti.tcpi_total_rto_recoveries : 0);
+    PUT_U32(CurTimeoutCount, ti.tcpi_retransmits);
+    PUT_U32(DSACKDups, ti.tcpi_dsack_dups);
+    PUT_U32(MaxMSS, f->max_mss);
+    PUT_U32(MinMSS, f->min_mss);
+    /* app */
+    PUT_U32(ThruOctetsAcked, ti.tcpi_bytes_acked);
+    PUT_U64(HCThruOctetsAcked, ti.tcpi_bytes_acked);
+    PUT_U32(ThruOctetsReceived, ti.tcpi_bytes_received);
+    PUT_U64(HCThruOctetsReceived, ti.tcpi_bytes_received);
+    PUT_U32(CurAppWQueue, ti.tcpi_notsent_bytes);
+    PUT_U32(MaxAppWQueue, f->max_app_wq);
+    PUT_U32(CurAppRQueue, rqueue);
+    PUT_U32(MaxAppRQueue, f->max_app_rq);
+    /* extras */
+    PUT_U32(Priority, class_id);
+
+    /* stock-only columns */
+    PUT_U32(rtt_us, ti.tcpi_rtt);
+    PUT_U32(rttvar_us, ti.tcpi_rttvar);
+    PUT_U32(rto_us, ti.tcpi_rto);
+    PUT_U32(min_rtt_us, ti.tcpi_min_rtt);
+    PUT_U32(cwnd_segs, ti.tcpi_snd_cwnd);
+    PUT_U32(ssthresh_segs, ti.tcpi_snd_ssthresh);
+    PUT_U8(ca_state, ti.tcpi_ca_state);
+    PUT_U8(probes_out, ti.tcpi_probes);
+    PUT_U8(rto_backoff, ti.tcpi_backoff);
+    PUT_U8(options, ti.tcpi_options);
+    PUT_U8(opt_timestamps, (ti.tcpi_options >> 0) & 1);
+    PUT_U8(opt_sack, (ti.tcpi_options >> 1) & 1);
+    PUT_U8(opt_wscale, (ti.tcpi_options >> 2) & 1);
+    PUT_U8(opt_ecn, (ti.tcpi_options >> 3) & 1);
+    PUT_U8(opt_ecn_seen, (ti.tcpi_options >> 4) & 1);
+    PUT_U8(opt_syn_data, (ti.tcpi_options >> 5) & 1);
+    PUT_U8(opt_usec_ts, (ti.tcpi_options >> 6) & 1);
+    PUT_U8(opt_tfo_child, (ti.tcpi_options >> 7) & 1);
+    PUT_U8(delivery_rate_app_limited, ti.tcpi_flags7 & 1);
+    PUT_U8(fastopen_client_fail, (ti.tcpi_flags7 >> 1) & 3);
+    PUT_U32(delayed_ack_timeout_us, ti.tcpi_ato);
+    PUT_U32(rcv_mss_bytes, ti.tcpi_rcv_mss);
+    PUT_U32(unacked_segs, ti.tcpi_unacked);
+    PUT_U32(sacked_segs, ti.tcpi_sacked);
+    PUT_U32(lost_segs, ti.tcpi_lost);
+    PUT_U32(retrans_in_flight_segs, ti.tcpi_retrans);
+    PUT_U32(last_data_sent_ago_ms, ti.tcpi_last_data_sent);
+    PUT_U32(last_data_recv_ago_ms, ti.tcpi_last_data_recv);
+    PUT_U32(last_ack_recv_ago_ms, ti.tcpi_last_ack_recv);
+    PUT_U32(path_mtu_bytes, ti.tcpi_pmtu);
+    PUT_U32(rcv_ssthresh_bytes, ti.tcpi_rcv_ssthresh);
+    PUT_U32(rcv_space_bytes, ti.tcpi_rcv_space);
+    PUT_U64(pacing_rate_bytes_per_s, ti.tcpi_pacing_rate);
+    PUT_U64(max_pacing_rate_bytes_per_s, ti.tcpi_max_pacing_rate);
+    PUT_U64(delivery_rate_bytes_per_s, ti.tcpi_delivery_rate);
+    PUT_U64(busy_time_us, busy);
+    PUT_U32(delivered_segs, ti.tcpi_delivered);
+    PUT_U32(delivered_ce_segs, ti.tcpi_delivered_ce);
+    PUT_U32(reord_events, ti.tcpi_reord_seen);
+    PUT_U32(ooo_segs_in, ti.tcpi_rcv_ooopack);
+    PUT_U32(rehash_count, ti.tcpi_rehash);
+    PUT_U16(rto_expirations, ti.tcpi_total_rto);
+    PUT_U32(rto_recovery_time_ms, ti.tcpi_total_rto_time);
+    PUT_U32(accecn_delivered_ect1_bytes, ti.tcpi_delivered_e1_bytes);
+    PUT_U32(accecn_delivered_ect0_bytes, ti.tcpi_delivered_e0_bytes);
+    PUT_U32(accecn_delivered_ce_bytes, ti.tcpi_delivered_ce_bytes);
+    PUT_U32(ecn_received_ect1_bytes, ti.tcpi_received_e1_bytes);
+    PUT_U32(ecn_received_ect0_bytes, ti.tcpi_received_e0_bytes);
+    PUT_U32(ecn_received_ce_bytes, ti.tcpi_received_ce_bytes);
+    /* The last word: two u16 on 6.18, a bit-field from 7.0 (mapping section 2). */
+    PUT_U16(accecn_fail_mode, bitfield ? (word >> 4) & 0xF : (word & 0xFFFF));
+    PUT_U16(accecn_opt_seen, bitfield ? (word >> 2) & 0x3 : (word >> 16));
+    PUT_U8(ecn_mode, bitfield ? word & 0x3 : 0);
+    PUT_U32(options2, bitfield ? word >> 8 : 0);
+    PUT_U32(accecn_word, word);
+    PUT_U8(timer, m.idiag_timer);
+    PUT_U32(timer_expires_ms, m.idiag_expires);
+    PUT_U8(timer_retrans, m.idiag_retrans);
+    PUT_U32(bound_ifindex, m.id.idiag_if);
+    PUT_U32(mem_rmem_bytes, meminfo[0]);
+    PUT_U32(mem_wmem_bytes, meminfo[1]);
+    PUT_U32(mem_fmem_bytes, meminfo[2]);
+    PUT_U32(mem_tmem_bytes, meminfo[3]);
+    PUT_U32(skmem_rmem_alloc, skmem[0]);
+    PUT_U32(skmem_rcvbuf, skmem[1]);
+    PUT_U32(skmem_wmem_alloc, skmem[2]);
+    PUT_U32(skmem_sndbuf, skmem[3]);
+    PUT_U32(skmem_fwd_alloc, skmem[4]);
+    PUT_U32(skmem_wmem_queued, skmem[5]);
+    PUT_U32(skmem_optmem, skmem[6]);
+    PUT_U32(skmem_backlog, skmem[7]);
+    PUT_U32(skmem_drops, skmem[8]);
+    if (cfg->off[W10G_SD_cc_algorithm] >= 0)
+        memcpy(row + cfg->off[W10G_SD_cc_algorithm], cong, sizeof(cong));
+    PUT_U64(bbr_bw_bytes_per_s, (uint64_t)bbr[1] << 32 | bbr[0]);
+    PUT_U32(bbr_min_rtt_us, bbr[2]);
+    PUT_F64(bbr_pacing_gain, bbr[3] / 256.0);
+    PUT_F64(bbr_cwnd_gain, bbr[4] / 256.0);
+    uint16_t dctcp_enabled, dctcp_ce_state;
+    memcpy(&dctcp_enabled, dctcp, 2);
+    memcpy(&dctcp_ce_state, dctcp + 2, 2);
+    PUT_U16(dctcp_enabled, dctcp_enabled);
+    PUT_U16(dctcp_ce_state, dctcp_ce_state);
+    PUT_F64(dctcp_alpha, rd32(dctcp, 1) / 1024.0);
+    PUT_U32(dctcp_ab_ecn, rd32(dctcp, 2));
+    PUT_U32(dctcp_ab_tot, rd32(dctcp, 3));
+    PUT_U32(vegas_enabled, vegas[0]);
+    PUT_U32(vegas_rtt_count, vegas[1]);
+    PUT_U32(vegas_rtt_us, vegas[2]);
+    PUT_U32(vegas_min_rtt_us, vegas[3]);
+    PUT_U8(shutdown_rd, shut & 1);
+    PUT_U8(shutdown_wr, (shut >> 1) & 1);
+    PUT_U32(mark, mark);
+    PUT_U32(class_id, class_id);
+    PUT_U64(cgroup_id, cgroup);
+    PUT_U16(sockopt_flags, sockopt);
+    PUT_U16(tcp_info_len, tlen);
+
+    s->n++;
+    return MNL_CB_OK;
+
+bad:
+    s->bad_offset = (uint32_t)s->n;
+    errno = EBADMSG;
+    return MNL_CB_ERROR;
+}

@@ -1,0 +1,46 @@
+# cython: language_level=3
+"""The C sock_diag decoder (csrc/w10g_sockdiag.h), declared for Cython."""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t
+
+from web10g._linux cimport nlmsghdr
+
+
+cdef extern from "w10g_sockdiag.h" nogil:
+    enum:
+        W10G_SD_NFIELDS
+        W10G_SD_ACCECN_BITFIELD
+        W10G_SD_DERIVED
+
+    struct w10g_sd_config:
+        int32_t off[W10G_SD_NFIELDS]
+        uint32_t flags
+        uint8_t sysctl_timestamps
+        uint8_t sysctl_sack
+        uint8_t sysctl_ecn
+
+    struct w10g_flowtab:
+        size_t cap
+        size_t used
+        size_t seen
+        uint32_t epoch
+
+    struct w10g_sd_sink:
+        const w10g_sd_config *cfg
+        char *rows
+        size_t itemsize
+        size_t capacity
+        size_t n
+        char *spill
+        size_t spill_cap
+        const char *rxbuf
+        int64_t now_ns
+        int fixed_time
+        w10g_flowtab *flows
+        uint32_t bad_offset
+
+    int w10g_sd_on_message(const nlmsghdr *nlh, void *sink) noexcept
+    const char *w10g_sd_field_name(int field)
+    const char *w10g_sd_field_kind(int field)
+    int w10g_sd_kind_width(const char *kind)
+    int w10g_flowtab_sweep(w10g_flowtab *ft)
+    void w10g_flowtab_free(w10g_flowtab *ft)
