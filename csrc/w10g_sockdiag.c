@@ -293,7 +293,8 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     uint64_t cookie = ((uint64_t)m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0];
     PUT_U64(cid, cookie);
     PUT_U8(family, m.idiag_family);
-    PUT_U8(state, rfc_state[m.idiag_state & 15]);
+    const uint8_t rfc = m.idiag_state < 16 ? rfc_state[m.idiag_state] : 0;
+    PUT_U8(state, rfc);
     PUT_U16(local_port, ntohs(m.id.idiag_sport));
     PUT_U16(rem_port, ntohs(m.id.idiag_dport));
     if (cfg->off[W10G_SD_local_addr] >= 0)
@@ -398,7 +399,7 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     PUT_I32(ECN, negotiated(ti.tcpi_options & 0x8, cfg->sysctl_ecn == 1));
     PUT_I32(WillSendSACK, negotiated(ti.tcpi_options & 0x2, cfg->sysctl_sack));
     PUT_I32(WillUseSACK, negotiated(ti.tcpi_options & 0x2, cfg->sysctl_sack));
-    PUT_I32(State, rfc_state[m.idiag_state & 15]);
+    PUT_I32(State, rfc);
     PUT_U32(MaxSsCwnd, f->max_ss_cwnd);
     PUT_U32(MaxCaCwnd, f->max_ca_cwnd);
     PUT_U32(MaxSsthresh, f->max_ssthresh);
@@ -530,3 +531,22 @@ bad:
     errno = EBADMSG;
     return MNL_CB_ERROR;
 }
+
+/* The layout of struct w10g_tcp_info, for the test that holds it against the numpy dtype. */
+static const struct { const char *name; size_t off, size; } tcp_info_fields[] = {
+#define W10G_TI_FIELD(f) {#f, offsetof(struct w10g_tcp_info, f), sizeof(((struct w10g_tcp_info *)0)->f)},
+    W10G_TCP_INFO_FIELDS(W10G_TI_FIELD)
+#undef W10G_TI_FIELD
+};
+
+int w10g_tcp_info_field(int i, const char **name, size_t *off, size_t *size)
+{
+    if (i < 0 || (size_t)i >= sizeof(tcp_info_fields) / sizeof(tcp_info_fields[0]))
+        return -1;
+    *name = tcp_info_fields[i].name;
+    *off = tcp_info_fields[i].off;
+    *size = tcp_info_fields[i].size;
+    return 0;
+}
+
+size_t w10g_tcp_info_size(void) { return sizeof(struct w10g_tcp_info); }

@@ -267,4 +267,8 @@ int w10g_sd_kind_width(const char *kind);
 int w10g_flowtab_sweep(struct w10g_flowtab *ft);   /* drop flows not seen this epoch */
 void w10g_flowtab_free(struct w10g_flowtab *ft);
 
+/* i-th field of struct w10g_tcp_info: name, offset, size; -1 past the end */
+int w10g_tcp_info_field(int i, const char **name, size_t *off, size_t *size);
+size_t w10g_tcp_info_size(void);
+
 #endif

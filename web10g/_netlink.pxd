@@ -21,6 +21,9 @@ cdef struct nl_status:
     uint32_t datagrams      # datagrams received
     char extack[256]        # the kernel's extended-ack text, NUL-terminated ("" if none)
 
+cdef bint frames_ok(const char *buf, size_t n) noexcept nogil
+
+
 cdef class NetlinkSocket:
     cdef mnl.mnl_socket *nl
     cdef readonly int protocol

@@ -57,6 +57,28 @@ _STAGE_NAMES = {
 }
 
 
+cdef bint frames_ok(const char *buf, size_t n) noexcept nogil:
+    """Whether a datagram is exactly a sequence of whole netlink messages.
+
+    Checked before libmnl walks it: libmnl 1.0.4's mnl_nlmsg_ok compares nlmsg_len as a
+    signed int, so a length >= 2^31 passes and the message would run past the datagram.
+    """
+    cdef uint32_t mlen
+    cdef size_t step
+    while n > 0:
+        if n < <size_t>NLMSG_HDRLEN:
+            return False
+        memcpy(&mlen, buf, 4)
+        if mlen < <uint32_t>NLMSG_HDRLEN or mlen > n:
+            return False
+        step = _nla_align(mlen)
+        if step > n:
+            step = n
+        buf += step
+        n -= step
+    return True
+
+
 cdef struct run_ctx:
     mnl.mnl_cb_t cb
     void *data
@@ -354,6 +376,10 @@ cdef class NetlinkSocket:
                 st.stage = STAGE_RECV
                 return -1
             st.datagrams += 1
+            if not frames_ok(self.rxbuf, <size_t>n):
+                st.err = EBADMSG
+                st.stage = STAGE_PARSE
+                return -1
             # Notifications carry sequence number 0 and port id 0: libmnl accepts both.
             ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, 0, 0, _on_data, &ctx, _ctl, 16)
             if ret == mnl.MNL_CB_ERROR:
@@ -411,6 +437,11 @@ cdef class NetlinkSocket:
                 self.dirty = True
                 return -1
             st.datagrams += 1
+            if not frames_ok(self.rxbuf, <size_t>n):
+                st.err = EBADMSG
+                st.stage = STAGE_PARSE
+                self.dirty = True
+                return -1
             w10g_set_errno(0)
             ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, seq, self.portid,
                                   _on_data, &ctx, _ctl, 16)
@@ -433,6 +464,10 @@ cdef class NetlinkSocket:
             return errors.DumpInterrupted(
                 EINTR, f"{call}: the kernel marked the dump inconsistent (NLM_F_DUMP_INTR) "
                 "because its tables changed while it ran; retry the dump")
+        if st.stage == STAGE_PARSE and st.err == EBADMSG:
+            return errors.MalformedReply(
+                f"{call}: datagram {st.datagrams} of the reply is not a sequence of whole "
+                "netlink messages (a length runs past its end)")
         if st.stage == STAGE_DECODE and st.err in (EBADMSG, EINVAL):
             return errors.MalformedReply(
                 f"{call}: message {st.messages} of the reply is malformed and was rejected")

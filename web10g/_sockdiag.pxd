@@ -44,3 +44,5 @@ cdef extern from "w10g_sockdiag.h" nogil:
     int w10g_sd_kind_width(const char *kind)
     int w10g_flowtab_sweep(w10g_flowtab *ft)
     void w10g_flowtab_free(w10g_flowtab *ft)
+    int w10g_tcp_info_field(int i, const char **name, size_t *off, size_t *size)
+    size_t w10g_tcp_info_size()

@@ -16,11 +16,12 @@ from libc.string cimport memcpy, memset
 
 cimport web10g._mnl as mnl
 from web10g._linux cimport nlmsghdr, NLMSG_HDRLEN, NLM_F_REQUEST, NLM_F_DUMP, NLM_F_ACK
-from web10g._netlink cimport NetlinkSocket, nl_status, STAGE_DECODE
+from web10g._netlink cimport NetlinkSocket, nl_status, STAGE_DECODE, frames_ok
 from web10g._sockdiag cimport (
     W10G_SD_NFIELDS, W10G_SD_ACCECN_BITFIELD, W10G_SD_DERIVED, w10g_sd_config,
     w10g_flowtab, w10g_sd_sink, w10g_sd_on_message, w10g_sd_field_name, w10g_sd_field_kind,
-    w10g_sd_kind_width, w10g_flowtab_sweep, w10g_flowtab_free,
+    w10g_sd_kind_width, w10g_flowtab_sweep, w10g_flowtab_free, w10g_tcp_info_field,
+    w10g_tcp_info_size,
 )
 from web10g import errors
 
@@ -295,10 +296,14 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
     sink.capacity = out.shape[0]
     sink.now_ns = timestamp_ns
     sink.fixed_time = 1
-    for d in datagrams:
+    for i, d in enumerate(datagrams):
         view = d
         if view.shape[0] == 0:
             continue
+        if not frames_ok(<const char *>&view[0], view.shape[0]):
+            free(sink.spill)
+            raise errors.MalformedReply(
+                f"recorded datagram {i} is not a sequence of whole netlink messages")
         with nogil:
             rc = mnl.mnl_cb_run(&view[0], view.shape[0], 0, 0,
                                 <mnl.mnl_cb_t>w10g_sd_on_message, &sink)
@@ -315,3 +320,15 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
                (sink.n - sink.capacity) * sink.itemsize)
     free(sink.spill)
     return grown, sink.n
+
+
+def tcp_info_layout():
+    """The C decoder's struct tcp_info: ({field: (offset, size)}, sizeof)."""
+    cdef const char *name
+    cdef size_t off, size
+    cdef int i = 0
+    fields = {}
+    while w10g_tcp_info_field(i, &name, &off, &size) == 0:
+        fields[name.decode()] = (off, size)
+        i += 1
+    return fields, w10g_tcp_info_size()

@@ -1,0 +1,265 @@
+"""The pure-Python reference decoder for sock_diag replies.
+
+Written from the specification independently of csrc/w10g_sockdiag.c, and slow on
+purpose (plain ``struct`` and dicts): it exists so the fast decoder has something to be
+held against. ``decode_datagrams`` has the same signature and results as
+:func:`web10g._sockdiag.decode_datagrams`; the decoder test suite runs on both.
+Client-derived columns (running max/min per flow) read 0 here, as in the C replay path.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from web10g import errors
+from web10g._tcpinfo import parse as parse_tcp_info
+
+NLMSG_ERROR, NLMSG_DONE, SOCK_DIAG_BY_FAMILY = 2, 3, 20
+NLM_F_DUMP_INTR = 0x10
+AF_INET6 = 10
+_RFC_STATE = {1: 5, 2: 3, 3: 4, 4: 6, 5: 7, 6: 11, 7: 1, 8: 8, 9: 9, 10: 2, 11: 10, 12: 4,
+              13: 1}
+_MSG = struct.Struct("=BBBBHH16s16sIII")   # inet_diag_msg up to the cookie's low word
+_PRESENT = {"info": 1, "meminfo": 2, "skmeminfo": 4, "cong": 8, "tos": 16, "class_id": 32,
+            "shutdown": 64, "mark": 128, "cgroup": 256, "sockopt": 512, "bbr": 1024,
+            "dctcp": 2048, "vegas": 4096}
+
+
+def _messages(datagram: bytes) -> list[tuple[int, int, bytes]]:
+    """The messages of a datagram, which must be exactly a sequence of whole messages."""
+    out, off = [], 0
+    while off < len(datagram):
+        if len(datagram) - off < 16:
+            raise errors.MalformedReply("recorded datagram: trailing bytes after the last "
+                                        "message")
+        length, mtype, flags = struct.unpack_from("=IHH", datagram, off)
+        if length < 16 or off + length > len(datagram):
+            raise errors.MalformedReply("recorded datagram: a message length runs past "
+                                        "the datagram")
+        out.append((mtype, flags, datagram[off + 16:off + length]))
+        off += min((length + 3) & ~3, len(datagram) - off)
+    return out
+
+
+def _attrs(body: bytes) -> dict[int, bytes] | None:
+    out: dict[int, bytes] = {}
+    off = 0
+    while len(body) - off >= 4:
+        alen, atype = struct.unpack_from("=HH", body, off)
+        if alen < 4 or alen > len(body) - off:
+            return None
+        out[atype & 0x3FFF] = body[off + 4:off + alen]
+        off += min((alen + 3) & ~3, len(body) - off)
+    return out
+
+
+def _sat(v: int) -> int:
+    return min(max(v, 0), 0xFFFFFFFF)
+
+
+def _negotiated(on: int, sysctl_on: bool) -> int:
+    return 1 if on else (3 if sysctl_on else 2)
+
+
+def record(body: bytes, *, now_ns: int, bitfield: bool,
+           sysctls: tuple[int, int, int]) -> dict[str, Any] | None:
+    """Every column of one inet_diag record, or None when it is malformed."""
+    if len(body) < 72:
+        return None
+    (family, kstate, timer, retrans, sport, dport, src, dst, ifindex, ck_lo,
+     ck_hi) = _MSG.unpack_from(body)
+    expires, rqueue, _wqueue, uid, inode = struct.unpack_from("=5I", body, 52)
+    attrs = _attrs(body[72:])
+    if attrs is None:
+        return None
+    sport, dport = struct.unpack("!HH", struct.pack("=HH", sport, dport))
+    present = 0
+    info = attrs.get(2)
+    ti = parse_tcp_info(info if info is not None else b"")
+    if info is not None:
+        present |= _PRESENT["info"]
+
+    def u32s(atype: int, count: int, group: str, partial: bool = False) -> list[int]:
+        # A short array counts as absent, except SKMEMINFO, which has grown over time:
+        # its leading entries are kept, but only a full one sets the present bit.
+        nonlocal present
+        raw = attrs.get(atype, b"")
+        if len(raw) >= 4 * count:
+            present |= _PRESENT[group]
+            return list(struct.unpack_from(f"={count}I", raw))
+        if not partial:
+            return [0] * count
+        n = len(raw) // 4
+        return list(struct.unpack_from(f"={n}I", raw)) + [0] * (count - n)
+
+    mem = u32s(1, 4, "meminfo")
+    skmem = u32s(7, 9, "skmeminfo", partial=True)
+    bbr = u32s(16, 5, "bbr")
+    vegas = u32s(3, 4, "vegas")
+    dctcp_raw = attrs.get(9, b"")
+    dctcp = (struct.unpack_from("=HHIII", dctcp_raw) if len(dctcp_raw) >= 16
+             else (0, 0, 0, 0, 0))
+    if len(dctcp_raw) >= 16:
+        present |= _PRESENT["dctcp"]
+    cong = b""
+    if attrs.get(4):
+        cong = attrs[4][:16].split(b"\0", 1)[0]
+        present |= _PRESENT["cong"]
+    tos = 0
+    for atype in ((6, 5) if family == AF_INET6 else (5,)):
+        if attrs.get(atype):
+            tos = attrs[atype][0]
+            present |= _PRESENT["tos"]
+            break
+
+    def scalar(atype: int, fmt: str, group: str) -> int:
+        nonlocal present
+        raw = attrs.get(atype, b"")
+        if len(raw) >= struct.calcsize(fmt):
+            present |= _PRESENT[group]
+            return struct.unpack_from(fmt, raw)[0]
+        return 0
+
+    class_id = scalar(17, "=I", "class_id")
+    shut = scalar(8, "=B", "shutdown")
+    mark = scalar(15, "=I", "mark")
+    cgroup = scalar(21, "=Q", "cgroup")
+    sockopt = scalar(22, "=H", "sockopt")
+
+    t = {name: int(ti[name]) for name in ti.dtype.names}
+    mss = t["tcpi_snd_mss"]
+    opts = t["tcpi_options"]
+    inflight = t["tcpi_unacked"] - t["tcpi_sacked"] - t["tcpi_lost"] + t["tcpi_retrans"]
+    ssthresh_set = t["tcpi_snd_ssthresh"] < 0x7FFFFFFF
+    busy, rwnd, sndbuf = t["tcpi_busy_time"], t["tcpi_rwnd_limited"], t["tcpi_sndbuf_limited"]
+    word = t["tcpi_accecn_word"]
+    rq = 0 if kstate == 10 else rqueue
+    ts_on, sack_on, ecn_mode_sysctl = sysctls
+    low32 = 0xFFFFFFFF
+    row: dict[str, Any] = {
+        "cid": ck_hi << 32 | ck_lo, "family": family, "state": _RFC_STATE.get(kstate, 0),
+        "local_port": sport, "rem_port": dport,
+        "local_addr": np.frombuffer(src, np.uint8), "rem_addr": np.frombuffer(dst, np.uint8),
+        "uid": uid, "inode": inode, "timestamp": now_ns, "present": present,
+        "SegsOut": t["tcpi_segs_out"], "DataSegsOut": t["tcpi_data_segs_out"],
+        "DataOctetsOut": t["tcpi_bytes_sent"] & low32, "HCDataOctetsOut": t["tcpi_bytes_sent"],
+        "SegsRetrans": t["tcpi_total_retrans"], "OctetsRetrans": t["tcpi_bytes_retrans"] & low32,
+        "SegsIn": t["tcpi_segs_in"], "DataSegsIn": t["tcpi_data_segs_in"],
+        "DataOctetsIn": t["tcpi_bytes_received"] & low32,
+        "HCDataOctetsIn": t["tcpi_bytes_received"], "CurMSS": mss,
+        "PipeSize": _sat(inflight * mss) if inflight > 0 else 0,
+        "SmoothedRTT": t["tcpi_rtt"] // 1000, "CurRTO": t["tcpi_rto"] // 1000,
+        "CurCwnd": _sat(t["tcpi_snd_cwnd"] * mss),
+        "CurSsthresh": _sat(t["tcpi_snd_ssthresh"] * mss) if ssthresh_set else low32,
+        "Timeouts": t["tcpi_total_rto_recoveries"], "CurRwinSent": t["tcpi_rcv_wnd"],
+        "CurRwinRcvd": t["tcpi_snd_wnd"], "SndLimTimeSnd": sndbuf & low32,
+        "SndLimTimeCwnd": max(busy - rwnd - sndbuf, 0) & low32, "SndLimTimeRwin": rwnd & low32,
+        "RetranThresh": t["tcpi_reordering"], "RTTVar": t["tcpi_rttvar"] // 1000,
+        "MinRTT": low32 if t["tcpi_min_rtt"] == low32 else t["tcpi_min_rtt"] // 1000,
+        "IpTosOut": tos, "ECNsignals": t["tcpi_delivered_ce"], "RcvRTT": t["tcpi_rcv_rtt"],
+        "CERcvd": t["tcpi_received_ce"], "MSSSent": t["tcpi_advmss"],
+        "WinScaleSent": t["tcpi_wscale"] >> 4 if opts & 4 else -1,
+        "WinScaleRcvd": t["tcpi_wscale"] & 15 if opts & 4 else -1,
+        "TimeStamps": _negotiated(opts & 1, bool(ts_on)),
+        "ECN": _negotiated(opts & 8, ecn_mode_sysctl == 1),
+        "WillSendSACK": _negotiated(opts & 2, bool(sack_on)),
+        "WillUseSACK": _negotiated(opts & 2, bool(sack_on)),
+        "State": _RFC_STATE.get(kstate, 0),
+        "InRecovery": 1 if t["tcpi_ca_state"] in (3, 4) else 2,
+        "SubsequentTimeouts": max(t["tcpi_total_rto"] - t["tcpi_total_rto_recoveries"], 0),
+        "CurTimeoutCount": t["tcpi_retransmits"], "DSACKDups": t["tcpi_dsack_dups"],
+        "ThruOctetsAcked": t["tcpi_bytes_acked"] & low32,
+        "HCThruOctetsAcked": t["tcpi_bytes_acked"],
+        "ThruOctetsReceived": t["tcpi_bytes_received"] & low32,
+        "HCThruOctetsReceived": t["tcpi_bytes_received"],
+        "CurAppWQueue": t["tcpi_notsent_bytes"], "CurAppRQueue": rq, "Priority": class_id,
+        "rtt_us": t["tcpi_rtt"], "rttvar_us": t["tcpi_rttvar"], "rto_us": t["tcpi_rto"],
+        "min_rtt_us": t["tcpi_min_rtt"], "cwnd_segs": t["tcpi_snd_cwnd"],
+        "ssthresh_segs": t["tcpi_snd_ssthresh"], "ca_state": t["tcpi_ca_state"],
+        "probes_out": t["tcpi_probes"], "rto_backoff": t["tcpi_backoff"], "options": opts,
+        "delivery_rate_app_limited": t["tcpi_flags7"] & 1,
+        "fastopen_client_fail": (t["tcpi_flags7"] >> 1) & 3,
+        "delayed_ack_timeout_us": t["tcpi_ato"], "rcv_mss_bytes": t["tcpi_rcv_mss"],
+        "unacked_segs": t["tcpi_unacked"], "sacked_segs": t["tcpi_sacked"],
+        "lost_segs": t["tcpi_lost"], "retrans_in_flight_segs": t["tcpi_retrans"],
+        "last_data_sent_ago_ms": t["tcpi_last_data_sent"],
+        "last_data_recv_ago_ms": t["tcpi_last_data_recv"],
+        "last_ack_recv_ago_ms": t["tcpi_last_ack_recv"], "path_mtu_bytes": t["tcpi_pmtu"],
+        "rcv_ssthresh_bytes": t["tcpi_rcv_ssthresh"], "rcv_space_bytes": t["tcpi_rcv_space"],
+        "pacing_rate_bytes_per_s": t["tcpi_pacing_rate"],
+        "max_pacing_rate_bytes_per_s": t["tcpi_max_pacing_rate"],
+        "delivery_rate_bytes_per_s": t["tcpi_delivery_rate"], "busy_time_us": busy,
+        "delivered_segs": t["tcpi_delivered"], "delivered_ce_segs": t["tcpi_delivered_ce"],
+        "reord_events": t["tcpi_reord_seen"], "ooo_segs_in": t["tcpi_rcv_ooopack"],
+        "rehash_count": t["tcpi_rehash"], "rto_expirations": t["tcpi_total_rto"],
+        "rto_recovery_time_ms": t["tcpi_total_rto_time"],
+        "accecn_delivered_ect1_bytes": t["tcpi_delivered_e1_bytes"],
+        "accecn_delivered_ect0_bytes": t["tcpi_delivered_e0_bytes"],
+        "accecn_delivered_ce_bytes": t["tcpi_delivered_ce_bytes"],
+        "ecn_received_ect1_bytes": t["tcpi_received_e1_bytes"],
+        "ecn_received_ect0_bytes": t["tcpi_received_e0_bytes"],
+        "ecn_received_ce_bytes": t["tcpi_received_ce_bytes"],
+        "accecn_fail_mode": (word >> 4) & 0xF if bitfield else word & 0xFFFF,
+        "accecn_opt_seen": (word >> 2) & 3 if bitfield else word >> 16,
+        "ecn_mode": word & 3 if bitfield else 0, "options2": word >> 8 if bitfield else 0,
+        "accecn_word": word, "timer": timer, "timer_expires_ms": expires,
+        "timer_retrans": retrans, "bound_ifindex": ifindex,
+        "cc_algorithm": cong,
+        "bbr_bw_bytes_per_s": bbr[1] << 32 | bbr[0], "bbr_min_rtt_us": bbr[2],
+        "bbr_pacing_gain": bbr[3] / 256.0, "bbr_cwnd_gain": bbr[4] / 256.0,
+        "dctcp_enabled": dctcp[0], "dctcp_ce_state": dctcp[1], "dctcp_alpha": dctcp[2] / 1024.0,
+        "dctcp_ab_ecn": dctcp[3], "dctcp_ab_tot": dctcp[4],
+        "shutdown_rd": shut & 1, "shutdown_wr": (shut >> 1) & 1, "mark": mark,
+        "class_id": class_id, "cgroup_id": cgroup, "sockopt_flags": sockopt,
+        "tcp_info_len": len(info) if info is not None else 0,
+    }
+    for i, bit in enumerate(("timestamps", "sack", "wscale", "ecn", "ecn_seen", "syn_data",
+                             "usec_ts", "tfo_child")):
+        row[f"opt_{bit}"] = (opts >> i) & 1
+    for i, name in enumerate(("mem_rmem_bytes", "mem_wmem_bytes", "mem_fmem_bytes",
+                              "mem_tmem_bytes")):
+        row[name] = mem[i]
+    for i, name in enumerate(("rmem_alloc", "rcvbuf", "wmem_alloc", "sndbuf", "fwd_alloc",
+                              "wmem_queued", "optmem", "backlog", "drops")):
+        row[f"skmem_{name}"] = skmem[i]
+    for i, name in enumerate(("enabled", "rtt_count", "rtt_us", "min_rtt_us")):
+        row[f"vegas_{name}"] = vegas[i]
+    return row
+
+
+def decode_datagrams(datagrams: Iterable[bytes], dtype: Any, *, timestamp_ns: int = 0,
+                     flags: int = 0, sysctls: tuple[int, int, int] = (1, 1, 2),
+                     out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Decode recorded dump datagrams; ``(array, n)`` like the C decoder."""
+    dtype = np.dtype(dtype)
+    rows: list[dict[str, Any]] = []
+    for dgram in datagrams:
+        for mtype, mflags, body in _messages(bytes(dgram)):
+            # The same control-message rules as libmnl's receive loop.
+            if mflags & NLM_F_DUMP_INTR:
+                raise errors.MalformedReply("recorded datagram: a message is flagged as "
+                                            "part of an interrupted dump (NLM_F_DUMP_INTR)")
+            if mtype == NLMSG_DONE:
+                break
+            if mtype == NLMSG_ERROR:
+                if len(body) < 20 or struct.unpack_from("=i", body)[0] != 0:
+                    raise errors.MalformedReply("recorded datagram: an error message")
+                break                   # an ACK ends the reply
+            if mtype < 16:
+                continue
+            rec = record(body, now_ns=timestamp_ns, bitfield=bool(flags & 1),
+                         sysctls=sysctls) if mtype == SOCK_DIAG_BY_FAMILY else None
+            if rec is None:
+                raise errors.MalformedReply(f"recorded datagram: record {len(rows)} is "
+                                            "malformed")
+            rows.append(rec)
+    n = len(rows)
+    if out is None or len(out) < n:
+        out = np.zeros(max(n, 0 if out is None else len(out)), dtype=dtype)
+    for i, rec in enumerate(rows):
+        for name in dtype.names:
+            out[i][name] = rec.get(name, 0)
+    return out, n
