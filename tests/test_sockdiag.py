@@ -266,6 +266,16 @@ def test_list_conns_has_identity_only(agent, tcp_pair):
     assert cli.getsockname()[1] in rows["local_port"]
 
 
+def test_owners_of_flows(agent, tcp_pair):
+    lst, cli, _ = tcp_pair
+    rows = mine(agent.read_all(["SegsOut"]), lst.getsockname()[1])
+    pids, cmds = agent.owners(rows)
+    assert (pids == os.getpid()).all()
+    with open("/proc/self/status") as fh:
+        name = fh.readline().split(":", 1)[1].strip()
+    assert set(cmds) == {name}
+
+
 def test_text_addresses(agent):
     lst, prs = pairs(1, socket.AF_INET6, "::1")
     try:

@@ -1,60 +1,145 @@
-"""``make demo``: what web10g sees on this machine.
+"""``make demo``: sample every TCP flow of this machine a few times a second and show them.
 
-Shows the MIB registry, which kernel backends this kernel offers, and the TCP sockets
-that a single sock_diag dump finds right now.
+If the machine has few established flows, a handful of loopback flows with traffic are
+opened first, so there is something to watch. Runs about three seconds, then exits 0.
 """
 from __future__ import annotations
 
-import collections
-import platform
 import socket
-import struct
+import sys
+import threading
+import time
 
+import numpy as np
+
+import web10g
 from web10g import genl, mib
-from web10g._netlink import NetlinkSocket, parse_attrs
+from web10g.sockdiag import endpoints
 
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-INET_DIAG_INFO = 2
-KERNEL_STATE_NAMES = {1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1",
-                      5: "FIN-WAIT-2", 6: "TIME-WAIT", 7: "CLOSE", 8: "CLOSE-WAIT",
-                      9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING"}
+VARS = ["HCThruOctetsAcked", "HCThruOctetsReceived", "rtt_us", "CurCwnd", "SegsRetrans",
+        "cc_algorithm"]
+INTERVAL = 0.25
+DURATION = 3.0
 
 
-def _dump(family: int) -> list[bytes]:
-    req = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1),
-                      0xFFF) + bytes(48)
-    with NetlinkSocket(NETLINK_SOCK_DIAG) as sock:
-        return sock.request(SOCK_DIAG_BY_FAMILY, 0, req, dump=True, call="sock_diag dump")
+class Traffic:
+    """A few loopback flows pushing data at different rates while the demo runs."""
+
+    def __init__(self, flows: int = 4) -> None:
+        self.stop = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0), backlog=16)
+        self.threads: list[threading.Thread] = []
+        self.socks: list[socket.socket] = []
+        for i in range(flows):
+            cli = socket.create_connection(self.server.getsockname())
+            srv, _ = self.server.accept()
+            self.socks += [cli, srv]
+            chunk = 16384 * (4 ** i)                # 64 KiB/s ... 4 MiB/s-ish per flow
+            self.threads.append(threading.Thread(target=self._send, args=(cli, chunk),
+                                                 daemon=True))
+            self.threads.append(threading.Thread(target=self._drain, args=(srv,), daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def _send(self, sock: socket.socket, chunk: int) -> None:
+        data = b"w" * chunk
+        while not self.stop.is_set():
+            try:
+                sock.sendall(data)
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    def _drain(self, sock: socket.socket) -> None:
+        sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                if not sock.recv(1 << 20):
+                    return
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(1)
+        for s in self.socks + [self.server]:
+            s.close()
+
+
+def _rates(prev: np.ndarray, cur: np.ndarray, dt: float) -> np.ndarray:
+    """Bytes/s acknowledged per flow of ``cur`` since ``prev`` (aligned by cid)."""
+    rate = np.zeros(len(cur))
+    if not len(prev) or dt <= 0:
+        return rate
+    order = np.argsort(prev["cid"])
+    idx = np.searchsorted(prev["cid"], cur["cid"], sorter=order)
+    idx = np.minimum(idx, len(prev) - 1)
+    hit = prev["cid"][order[idx]] == cur["cid"]
+    before = prev["HCThruOctetsAcked"][order[idx]]
+    delta = cur["HCThruOctetsAcked"].astype(np.int64) - before.astype(np.int64)
+    rate[hit] = np.maximum(delta[hit], 0) / dt
+    return rate
+
+
+def _human(bps: float) -> str:
+    for unit in ("B/s", "KB/s", "MB/s", "GB/s"):
+        if bps < 1000:
+            return f"{bps:6.1f} {unit}"
+        bps /= 1000
+    return f"{bps:6.1f} TB/s"
+
+
+def _table(rows: np.ndarray, rate: np.ndarray, sample: int, elapsed_us: float) -> str:
+    order = np.lexsort((-rows["HCThruOctetsAcked"].astype(np.int64), -rate))[:12]
+    local, remote = endpoints(rows[order])
+    lines = [f"sample {sample}: {len(rows)} flows read in {elapsed_us:.0f} us",
+             f"{'local':<24} {'remote':<24} {'state':<12} {'throughput':>12} "
+             f"{'rtt ms':>8} {'cwnd':>9} {'retr':>5} cc"]
+    for i, r in enumerate(rows[order]):
+        lines.append(
+            f"{local[i]:<24} {remote[i]:<24} {mib.STATE_NAMES.get(int(r['state']), '?'):<12} "
+            f"{_human(rate[order[i]]):>12} {r['rtt_us'] / 1000:8.3f} {r['CurCwnd']:9d} "
+            f"{r['SegsRetrans']:5d} {r['cc_algorithm'].decode(errors='replace')}")
+    return "\n".join(lines)
 
 
 def main() -> int:
-    print(f"web10g on Linux {platform.release()}\n")
-    counts = collections.Counter(v.table for v in mib.variables())
-    print("MIB registry: " + ", ".join(f"{t} {counts[t]}" for t in mib.TABLES)
-          + f" = {sum(counts[t] for t in mib.TABLES)} Web10G variables, "
-          f"{counts[mib.STOCK_TABLE]} stock-only extras")
-    matches = collections.Counter(v.sock_diag.match for v in mib.variables()
-                                  if not v.is_stock)
-    print("on a stock kernel (sock_diag): " + ", ".join(
-        f"{matches[m]} {m}" for m in mib.MATCH_CLASSES))
     estats = genl.family_exists("tcp_estats")
-    print(f"Web10G kernel module (tcp_estats): {'loaded' if estats else 'not loaded'}")
-    print("backend web10g would use: " + ("estats" if estats else "sock_diag") + "\n")
-
-    states: collections.Counter[str] = collections.Counter()
-    info_lens: set[int] = set()
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        for m in _dump(fam):
-            states[KERNEL_STATE_NAMES.get(m[17], str(m[17]))] += 1
-            info = dict(parse_attrs(m, 16 + 72)).get(INET_DIAG_INFO)
-            if info is not None:
-                info_lens.add(len(info))
-    total = sum(states.values())
-    print(f"TCP sockets in this network namespace: {total}"
-          + (" (" + ", ".join(f"{n} {s}" for s, n in states.most_common()) + ")" if total else ""))
-    if info_lens:
-        print(f"tcp_info length reported by this kernel: {sorted(info_lens)} bytes")
+    with web10g.open("sock_diag") as agent:
+        print(f"web10g {web10g.__version__}: backend sock_diag "
+              f"(Web10G tcp_estats module {'loaded' if estats else 'not loaded'}), "
+              f"{len(agent.variables())} variables per flow available\n")
+        established = agent.read_all(["SegsOut"], states="established")
+        traffic = Traffic() if len(established) < 8 else None
+        if traffic:
+            print(f"only {len(established)} established flows here: opened 4 loopback "
+                  "flows with traffic to watch\n")
+        try:
+            prev = agent.read_all(VARS).copy()
+            t_prev = time.monotonic()
+            deadline = t_prev + DURATION
+            sample = 0
+            tty = sys.stdout.isatty()
+            while True:
+                time.sleep(max(0.0, t_prev + INTERVAL - time.monotonic()))
+                t0 = time.perf_counter()
+                rows = agent.read_all(VARS)
+                elapsed = (time.perf_counter() - t0) * 1e6
+                now = time.monotonic()
+                sample += 1
+                text = _table(rows, _rates(prev, rows, now - t_prev), sample, elapsed)
+                if tty:
+                    sys.stdout.write("\x1b[2J\x1b[H")
+                print(text + "\n", flush=True)
+                prev, t_prev = rows.copy(), now
+                if now >= deadline:
+                    break
+        finally:
+            if traffic:
+                traffic.close()
     return 0
 
 

@@ -365,6 +365,19 @@ class SockDiagAgent:
             return np.zeros(len(rows), dtype=bool)
         return available(rows, v)
 
+    def owners(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pid, command) of each row's socket, from one pass over /proc.
+
+        pid is -1 and command '' where no process holds the socket (TIME_WAIT, orphans)
+        or /proc hides it (other users' processes, for an unprivileged caller).
+        """
+        from web10g import procfs
+
+        owners = procfs.socket_owners(rows["inode"][rows["inode"] != 0])
+        pids, cmd_ids = owners.lookup(rows["inode"])
+        names = np.array(owners.commands + [""], dtype=object)
+        return pids, names[np.where(cmd_ids < 0, len(owners.commands), cmd_ids)]
+
     def closed(self, vars: None | str | Iterable[str] = None) -> np.ndarray:
         """Final statistics of the flows destroyed since the previous call.
 
