@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+pytest_plugins = ["fakekernel.plugin"]
+
 NETLINK_USERSOCK = 2
 
 
