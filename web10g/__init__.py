@@ -1,12 +1,33 @@
 """web10g: RFC 4898 TCP extended statistics for every flow, into numpy.
 
 ``web10g.open()`` returns an agent; ``web10g.mib`` describes every variable. Submodules
-load on first use, so ``import web10g`` stays cheap.
+load on first use (PEP 562), so ``import web10g`` stays cheap and ``web10g.mib`` needs
+no compiled extension.
 """
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from web10g.agent import open  # noqa: E402,A004
+_SUBMODULES = frozenset({
+    "agent", "errors", "estats", "filter", "genl", "mib", "netns", "procfs", "sockdiag",
+})
+
+
+def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None) -> Any:  # noqa: A001
+    """Open an agent on ``backend`` ("auto", "sock_diag" or "estats"); see
+    :func:`web10g.agent.open`."""
+    from web10g.agent import open as _open
+
+    return _open(backend, netns=netns, peer=peer)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"web10g.{name}")
+    raise AttributeError(f"module 'web10g' has no attribute {name!r}")
+
 
 __all__ = ["open", "__version__"]

@@ -40,6 +40,9 @@ cdef class NetlinkSocket:
     cdef int transact(self, void *req, size_t reqlen, mnl.mnl_cb_t cb, void *data,
                       nl_status *st) noexcept nogil
     cdef int drain(self) noexcept nogil
+    cdef int transact_batch(self, void *req, size_t reqlen, uint32_t nreq, uint32_t first_seq,
+                            mnl.mnl_cb_t cb, void *data, int *status,
+                            nl_status *st) noexcept nogil
     cdef int receive_pending(self, mnl.mnl_cb_t cb, void *data, nl_status *st,
                              uint32_t *overruns) noexcept nogil
     cdef int acquire(self) except -1

@@ -5,7 +5,7 @@ A transaction (send one request, receive until the ACK / NLMSG_DONE / an error) 
 entirely without the GIL; the data messages go to a C callback given by the caller (the
 backends' decoders) and errors are collected in an ``nl_status`` and raised afterwards.
 """
-from libc.errno cimport errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL, ENOSPC
+from libc.errno cimport errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL, ENOSPC, EPROTO, ECONNREFUSED
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
@@ -83,6 +83,11 @@ cdef struct run_ctx:
     mnl.mnl_cb_t cb
     void *data
     nl_status *st
+    # batch mode (transact_batch): one status per request, indexed by seq - first_seq
+    int *status
+    uint32_t first_seq
+    uint32_t nreq
+    uint32_t pending
 
 
 cdef inline size_t _nla_align(size_t n) noexcept nogil:
@@ -128,14 +133,26 @@ cdef int _on_noop(const nlmsghdr *nlh, void *arg) noexcept nogil:
 
 
 cdef int _on_error(const nlmsghdr *nlh, void *arg) noexcept nogil:
-    cdef nl_status *st = (<run_ctx *>arg).st
+    cdef run_ctx *ctx = <run_ctx *>arg
+    cdef nl_status *st = ctx.st
     cdef nlmsgerr e
     cdef size_t off
+    cdef uint32_t idx
     if nlh.nlmsg_len < <uint32_t>NLMSG_HDRLEN + sizeof(nlmsgerr):
         st.err = EBADMSG
         st.stage = STAGE_PARSE
         return mnl.MNL_CB_ERROR
     memcpy(&e, mnl.mnl_nlmsg_get_payload(nlh), sizeof(nlmsgerr))
+    if ctx.status != NULL:
+        # Batch: every request ends with its own ACK or error; record it and go on.
+        idx = nlh.nlmsg_seq - ctx.first_seq
+        if idx >= ctx.nreq or ctx.status[idx] != -1:
+            st.err = EPROTO         # an answer to no request of this batch, or a second one
+            st.stage = STAGE_PARSE
+            return mnl.MNL_CB_ERROR
+        ctx.status[idx] = -e.error if e.error < 0 else e.error
+        ctx.pending -= 1
+        return mnl.MNL_CB_STOP if ctx.pending == 0 else mnl.MNL_CB_OK
     if e.error == 0:
         return mnl.MNL_CB_STOP          # the ACK: end of a non-dump transaction
     st.err = -e.error if e.error < 0 else e.error
@@ -355,6 +372,7 @@ cdef class NetlinkSocket:
         cdef int ret
         cdef int fd = mnl.mnl_socket_get_fd(self.nl)
         memset(st, 0, sizeof(nl_status))
+        memset(&ctx, 0, sizeof(ctx))
         ctx.cb = cb
         ctx.data = data
         ctx.st = st
@@ -416,6 +434,7 @@ cdef class NetlinkSocket:
         cdef int ret
         cdef uint32_t seq = (<nlmsghdr *>req).nlmsg_seq
         memset(st, 0, sizeof(nl_status))
+        memset(&ctx, 0, sizeof(ctx))
         ctx.cb = cb
         ctx.data = data
         ctx.st = st
@@ -457,6 +476,68 @@ cdef class NetlinkSocket:
             if ret == mnl.MNL_CB_STOP:
                 return 0
 
+    cdef int transact_batch(self, void *req, size_t reqlen, uint32_t nreq, uint32_t first_seq,
+                            mnl.mnl_cb_t cb, void *data, int *status,
+                            nl_status *st) noexcept nogil:
+        """Send ``nreq`` requests (sequence numbers first_seq.. in one buffer) with one
+        send, and receive until each has its ACK or error.
+
+        ``status[i]`` becomes 0 or the positive errno of request i. Data messages go to
+        ``cb`` in arrival order; a protocol that answers requests in order (and data
+        before the ACK) lets the caller attribute them. Returns 0 or -1 (see st).
+        """
+        cdef run_ctx ctx
+        cdef ssize_t n
+        cdef int ret
+        cdef uint32_t i
+        memset(st, 0, sizeof(nl_status))
+        memset(&ctx, 0, sizeof(ctx))
+        ctx.cb = cb
+        ctx.data = data
+        ctx.st = st
+        ctx.status = status
+        ctx.first_seq = first_seq
+        ctx.nreq = nreq
+        ctx.pending = nreq
+        for i in range(nreq):
+            status[i] = -1                  # no answer yet
+        if nreq == 0:
+            return 0
+        if self.dirty:
+            self.drain()
+        n = sendto(mnl.mnl_socket_get_fd(self.nl), req, reqlen, 0,
+                   <const sockaddr *>&self.dest, sizeof(sockaddr_nl))
+        if n < 0:
+            st.err = errno
+            st.stage = STAGE_SEND
+            return -1
+        while ctx.pending > 0:
+            n = mnl.mnl_socket_recvfrom(self.nl, self.rxbuf, self.rxlen)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                st.err = errno
+                st.stage = STAGE_RECV
+                self.dirty = True
+                return -1
+            st.datagrams += 1
+            if not frames_ok(self.rxbuf, <size_t>n):
+                st.err = EBADMSG
+                st.stage = STAGE_PARSE
+                self.dirty = True
+                return -1
+            w10g_set_errno(0)
+            # seq 0: the batch's replies carry many sequence numbers; _on_error checks them
+            ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, 0, self.portid, _on_data, &ctx,
+                                  _ctl, 16)
+            if ret == mnl.MNL_CB_ERROR:
+                if st.err == 0:
+                    st.err = errno if errno != 0 else EBADMSG
+                    st.stage = STAGE_PARSE
+                self.dirty = True
+                return -1
+        return 0
+
     cdef object error_from(self, nl_status *st, str call):
         detail = st.extack.decode("utf-8", "replace") if st.extack[0] else None
         where = f"{call} ({_STAGE_NAMES.get(st.stage, 'netlink')})"
@@ -471,6 +552,10 @@ cdef class NetlinkSocket:
         if st.stage == STAGE_DECODE and st.err in (EBADMSG, EINVAL):
             return errors.MalformedReply(
                 f"{call}: message {st.messages} of the reply is malformed and was rejected")
+        if st.stage == STAGE_SEND and st.err == ECONNREFUSED and self.peer:
+            return errors.from_errno(
+                st.err, where, hint=f"nothing listens on netlink port {self.peer} any more: "
+                "the peer (WEB10G_ESTATS_PEER) has stopped")
         if st.stage == STAGE_RECV and st.err == EAGAIN:
             who = f"netlink port {self.peer}" if self.peer else "the kernel"
             return errors.KernelTimeout(

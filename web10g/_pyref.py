@@ -263,3 +263,135 @@ def decode_datagrams(datagrams: Iterable[bytes], dtype: Any, *, timestamp_ns: in
         for name in dtype.names:
             out[i][name] = rec.get(name, 0)
     return out, n
+
+
+# ---------------------------------------------------------------------------- estats
+
+def _walk(buf: bytes) -> list[tuple[int, bytes]] | None:
+    """Attributes of ``buf`` (type without the nest flag, payload); None if malformed."""
+    out, off = [], 0
+    while len(buf) - off >= 4:
+        alen, atype = struct.unpack_from("=HH", buf, off)
+        if alen < 4 or alen > len(buf) - off:
+            return None
+        out.append((atype & 0x3FFF, buf[off + 4:off + alen]))
+        off += min((alen + 3) & ~3, len(buf) - off)
+    return out if off == len(buf) else None
+
+
+def estats_record(body: bytes, *, cmd: int, widths: dict[tuple[int, int], int],
+                  state_pos: tuple[int, int] | None, usec_mult: int,
+                  cid_adjust: int) -> dict[str, Any] | None:
+    """Identity, time and (table, index) -> value bytes of one tcp_estats message."""
+    if len(body) < 4 or body[0] != cmd:
+        return None
+    top = _walk(body[4:])
+    if top is None:
+        return None
+    rec: dict[str, Any] = {"values": {}, "present": 0}
+    sec = usec = 0
+    cid = None
+    addr_type, local, remote, lport, rport = 0, b"", b"", 0, 0
+    for atype, payload in top:
+        inner = _walk(payload) if atype in (1, 2, 3, 4, 5, 6, 14, 16) else []
+        if inner is None:
+            return None
+        if 1 <= atype <= 6:
+            rec["present"] |= 1 << (atype - 1)
+            for idx, val in inner:
+                if not val:
+                    continue                    # NLE_ATTR_PAD filler
+                width = widths.get((atype - 1, idx))
+                if width is None or len(val) != width:
+                    return None
+                rec["values"][(atype - 1, idx)] = val
+        elif atype == 14:
+            rec["present"] |= 1 << 7
+            for t, val in inner:
+                if t in (1, 3):
+                    if len(val) > 16:
+                        return None
+                    if t == 1:
+                        remote = val
+                    else:
+                        local = val
+                elif t in (2, 4):
+                    if len(val) < 2:
+                        return None
+                    port = struct.unpack_from("=H", val)[0]
+                    rport, lport = (port, lport) if t == 2 else (rport, port)
+                elif t == 5:
+                    if not val:
+                        return None
+                    addr_type = val[0]
+                elif t == 6:
+                    if len(val) < 4:
+                        return None
+                    cid = struct.unpack_from("=I", val)[0]
+        elif atype == 16:
+            rec["present"] |= 1 << 6
+            for t, val in inner:
+                if t in (1, 2):
+                    if len(val) < 4:
+                        return None
+                    if t == 1:
+                        sec = struct.unpack_from("=I", val)[0]
+                    else:
+                        usec = struct.unpack_from("=I", val)[0]
+    if cid is None:
+        return None
+    state = 0
+    if state_pos is not None and state_pos in rec["values"] and len(rec["values"][state_pos]) == 4:
+        st = struct.unpack("=i", rec["values"][state_pos])[0]
+        state = st if 0 < st < 256 else 0
+    rec.update(
+        cid=cid - cid_adjust if cid >= cid_adjust else cid,
+        family={1: 2, 2: AF_INET6}.get(addr_type, 0), state=state, local_port=lport,
+        rem_port=rport, local_addr=np.frombuffer(local.ljust(16, b"\0"), np.uint8),
+        rem_addr=np.frombuffer(remote.ljust(16, b"\0"), np.uint8), uid=0, inode=0,
+        timestamp=sec * 1_000_000_000 + usec * usec_mult)
+    return rec
+
+
+def decode_estats(datagrams: Iterable[bytes], dtype: Any, *, cmd: int, family_id: int,
+                  positions: dict[str, tuple[int, int]], widths: dict[tuple[int, int], int],
+                  state_pos: tuple[int, int] | None = None, usec_mult: int = 1,
+                  out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """tcp_estats replies -> rows; the reference for web10g._estats.Reader.decode."""
+    dtype = np.dtype(dtype)
+    recs: list[dict[str, Any]] = []
+    for dgram in datagrams:
+        for mtype, mflags, body in _messages(bytes(dgram)):
+            if mflags & NLM_F_DUMP_INTR:
+                raise errors.MalformedReply("recorded datagram: NLM_F_DUMP_INTR")
+            if mtype == NLMSG_DONE:
+                break
+            if mtype == NLMSG_ERROR:
+                if len(body) < 20 or struct.unpack_from("=i", body)[0] != 0:
+                    raise errors.MalformedReply("recorded datagram: an error message")
+                break
+            if mtype < 16:
+                continue
+            rec = None
+            if mtype == family_id:
+                rec = estats_record(body, cmd=cmd, widths=widths, state_pos=state_pos,
+                                    usec_mult=usec_mult, cid_adjust=1 if cmd == 1 else 0)
+            if rec is None:
+                raise errors.MalformedReply(f"recorded datagram: message {len(recs)} is "
+                                            "malformed")
+            recs.append(rec)
+    n = len(recs)
+    if out is None or len(out) < n:
+        out = np.zeros(max(n, 0 if out is None else len(out)), dtype=dtype)
+    for i, rec in enumerate(recs):
+        row = out[i]
+        for name in dtype.names:
+            if name in rec:
+                row[name] = rec[name]
+            elif name in positions:
+                raw = rec["values"].get(positions[name])
+                row[name] = (np.frombuffer(raw, dtype=dtype.fields[name][0])[0]
+                             if raw is not None else 0)
+            else:
+                row[name] = 0
+    return out, n

@@ -32,8 +32,6 @@ def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None) -
         from web10g.sockdiag import SockDiagAgent
 
         return SockDiagAgent(netns=netns)
-    from web10g import errors
+    from web10g.estats import EstatsAgent
 
-    if peer is None and not genl.family_exists("tcp_estats"):
-        raise errors.FamilyNotFound("tcp_estats", genl._FAMILY_HINTS["tcp_estats"])
-    raise NotImplementedError("the estats backend is not built yet (issue 3/5)")
+    return EstatsAgent(peer=peer, netns=netns)

@@ -521,3 +521,63 @@ def to_python(spec: str | Expr | None) -> Pred:
     if e is None:
         return lambda fam, la, lp, ra, rp: True
     return _pred(e)
+
+
+# ---------------------------------------------------------------- vectorised evaluation
+
+def mask(spec: str | Expr | None, rows: Any) -> Any:
+    """Which ``rows`` (a structured array with family, local/rem addr and port columns)
+    the filter accepts, as a boolean array, with the kernel program's semantics.
+
+    For backends and recordings where the kernel cannot filter (estats, replays): one
+    numpy pass per node of the expression, no per-row Python.
+    """
+    import numpy as np
+
+    e = _as_expr(spec)
+    n = len(rows)
+    if e is None:
+        return np.ones(n, dtype=bool)
+
+    def prefix(addr: Any, net: Net) -> Any:
+        packed = np.frombuffer(net.network_address.packed, dtype=np.uint8)
+        full, rest = divmod(net.prefixlen, 8)
+        ok = np.all(addr[:, :full] == packed[:full], axis=1)
+        if rest:
+            m = (0xFF << (8 - rest)) & 0xFF
+            ok &= (addr[:, full] & m) == (packed[full] & m)
+        return ok
+
+    def ev(x: Expr) -> Any:
+        if isinstance(x, Port):
+            col = rows["local_port" if x.side == "s" else "rem_port"].astype(np.int64)
+            return _CMP[x.op](col, x.port)
+        if isinstance(x, Host):
+            local = x.side == "s"
+            addr = rows["local_addr" if local else "rem_addr"]
+            ok = np.ones(n, dtype=bool)
+            if x.port is not None:
+                ok &= rows["local_port" if local else "rem_port"] == x.port
+            if x.net is None:
+                return ok
+            fam = socket.AF_INET if x.net.version == 4 else socket.AF_INET6
+            same = (rows["family"] == fam) & prefix(addr, x.net)
+            if fam == socket.AF_INET:
+                mapped = ((rows["family"] == socket.AF_INET6)
+                          & np.all(addr[:, :12] == np.frombuffer(_V4MAPPED, np.uint8), axis=1)
+                          & prefix(addr[:, 12:16], x.net))
+                same |= mapped
+            return ok & same
+        if isinstance(x, Not):
+            return ~ev(x.item)
+        assert isinstance(x, (And, Or))
+        parts = [ev(i) for i in x.items]
+        out = parts[0].copy()
+        for p in parts[1:]:
+            if isinstance(x, And):
+                out &= p
+            else:
+                out |= p
+        return out
+
+    return ev(e)
