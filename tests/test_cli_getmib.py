@@ -66,7 +66,8 @@ def test_json_output(capsys):
     assert srtt["sock_diag"]["match"] == "exact"
 
 
-def test_estats_without_the_module_fails_loudly(capsys):
+def test_estats_without_the_module_fails_loudly(capsys, monkeypatch):
+    monkeypatch.delenv("WEB10G_ESTATS_PEER", raising=False)
     code, out, err = run(capsys, ["getmib", "--backend", "estats"])
     assert code == 1 and out == ""
     assert "tcp_estats" in err and "modprobe tcp_estats_nl" in err
@@ -95,3 +96,16 @@ def test_module_entry_point_runs():
                          capture_output=True, text=True, check=False)
     assert res.returncode == 0
     assert "comprised of 122 variables." in res.stdout.splitlines()[0]
+
+
+def test_estats_getmib_prints_the_modules_init(capsys, fake_kernel_factory, monkeypatch):
+    fk = fake_kernel_factory("middle")
+    monkeypatch.setenv("WEB10G_ESTATS_PEER", str(fk.portid))
+    code, out, _ = run(capsys, ["getmib"])
+    assert code == 0
+    assert out.splitlines()[0].endswith("comprised of 122 variables.")
+    assert "LostRetransmitSegs" not in out and "\tRackTimeout" not in out
+    code, out, _ = run(capsys, ["getmib", "--json"])
+    data = json.loads(out)
+    assert len(data) == 122 and data[0] == {"table": "perf", "index": 0, "name": "SegsOut",
+                                            "type_code": 2}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from web10g import errors, genl, mib
+import web10g
+from web10g import errors, mib
 from web10g.cli._common import ArgumentParser, fail, print_json
 
 
@@ -62,14 +63,21 @@ def main(argv: list[str] | None = None, prog: str = "web10g-getmib") -> int:
             sys.stdout.write(mib.format_getmib(lay))
         return 0
 
-    backend = args.backend
-    if backend == "auto":
-        backend = "estats" if genl.family_exists("tcp_estats") else "sock_diag"
-    if backend == "estats":
-        if not genl.family_exists("tcp_estats"):
-            return fail(prog, errors.FamilyNotFound("tcp_estats", genl._FAMILY_HINTS["tcp_estats"]))
-        return fail(prog, "reading the MIB from a Web10G kernel (TCPE_CMD_INIT) arrives with "
-                          "the estats backend; use --builtin for the built-in table")
+    try:
+        agent = web10g.open(args.backend)
+    except (OSError, errors.Web10GError, ValueError) as exc:
+        return fail(prog, exc)
+    with agent:
+        if agent.backend == "estats":
+            # the module's own INIT reply, verbatim, as the classic tool prints it
+            if args.json:
+                print_json([{"table": mib.TABLES[t], "index": i, "name": name,
+                             "type_code": code}
+                            for t, table in enumerate(agent.tables)
+                            for i, (name, code) in enumerate(table)])
+            else:
+                sys.stdout.write(mib.format_getmib(agent.tables))
+            return 0
     variables = mib.variables(backend="sock_diag")
     if args.json:
         print_json([_as_dict(v) for v in variables])
