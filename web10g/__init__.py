@@ -12,7 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = frozenset({
-    "agent", "errors", "estats", "filter", "genl", "mib", "netns", "procfs", "sockdiag",
+    "agent", "errors", "estats", "filter", "genl", "mib", "netns", "procfs", "record",
+    "recording", "sockdiag",
 })
 
 
