@@ -88,6 +88,7 @@ extensions = [
     Extension("web10g._netlink", ["web10g/_netlink.pyx"], **common),
     Extension("web10g._sockdiag", ["web10g/_sockdiag.pyx", "csrc/w10g_sockdiag.c"], **common),
     Extension("web10g._estats", ["web10g/_estats.pyx", "csrc/w10g_estats.c"], **common),
+    Extension("web10g._format", ["web10g/_format.pyx"], **common),
 ]
 
 setup(

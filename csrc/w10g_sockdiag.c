@@ -182,9 +182,14 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     uint16_t present = 0;
 
     if ((const char *)nlh == s->rxbuf && !s->fixed_time) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        s->now_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        /* the socket read the clock when the datagram arrived (and the tap recorded it) */
+        if (s->rx_ns) {
+            s->now_ns = *s->rx_ns;
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            s->now_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        }
     }
     /* libmnl has checked nlmsg_len against the datagram; check the body against it. */
     size_t plen = nlh->nlmsg_len - NLMSG_HDRLEN;

@@ -251,6 +251,7 @@ struct w10g_sd_sink {
     size_t spill_cap;               /* in rows */
     const char *rxbuf;              /* receive buffer start: a message there starts a datagram */
     int64_t now_ns;                 /* CLOCK_REALTIME of the current datagram */
+    const int64_t *rx_ns;           /* where the socket keeps that time (NULL: read the clock) */
     int fixed_time;                 /* replay: keep now_ns as given */
     struct w10g_flowtab *flows;
     uint32_t bad_offset;            /* where a malformed message was found, for the error */

@@ -17,12 +17,13 @@ _SUBMODULES = frozenset({
 })
 
 
-def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None) -> Any:  # noqa: A001
-    """Open an agent on ``backend`` ("auto", "sock_diag" or "estats"); see
-    :func:`web10g.agent.open`."""
+def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None,  # noqa: A001
+         replay: Any = None) -> Any:
+    """Open an agent on ``backend`` ("auto", "sock_diag" or "estats"), or on a recording
+    with ``replay=PATH``; see :func:`web10g.agent.open`."""
     from web10g.agent import open as _open
 
-    return _open(backend, netns=netns, peer=peer)
+    return _open(backend, netns=netns, peer=peer, replay=replay)
 
 
 def __getattr__(name: str) -> Any:

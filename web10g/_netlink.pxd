@@ -1,6 +1,6 @@
 # cython: language_level=3
 """The netlink socket core, declared for other Cython modules (the backends' decoders)."""
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, int64_t
 
 cimport web10g._mnl as mnl
 from web10g._linux cimport sockaddr_nl
@@ -35,6 +35,15 @@ cdef class NetlinkSocket:
     cdef uint32_t seq
     cdef bint busy
     cdef bint dirty         # a failed transaction may have left datagrams queued
+    # the tap: when on, every datagram received is also appended (u32 length, i64 rx_ns,
+    # bytes)
+    # here, for recordings of exactly what the kernel sent
+    cdef int64_t rx_ns      # CLOCK_REALTIME when the last datagram was received
+    cdef bint tapping
+    cdef char *tap
+    cdef size_t tap_len
+    cdef size_t tap_cap
+    cdef int tap_append(self, size_t n) noexcept nogil
 
     cdef uint32_t next_seq(self) noexcept nogil
     cdef int transact(self, void *req, size_t reqlen, mnl.mnl_cb_t cb, void *data,

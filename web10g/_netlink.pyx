@@ -6,7 +6,7 @@ entirely without the GIL; the data messages go to a C callback given by the call
 backends' decoders) and errors are collected in an ``nl_status`` and raised afterwards.
 """
 from libc.errno cimport errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL, ENOSPC, EPROTO, ECONNREFUSED
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 from posix.time cimport timeval
@@ -41,6 +41,20 @@ cdef extern from "<sys/socket.h>":
 
 cdef extern from "w10g_errno.h" nogil:
     void w10g_set_errno(int e)
+
+cdef extern from "<time.h>" nogil:
+    ctypedef int clockid_t
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(clockid_t clk, timespec *ts)
+    clockid_t CLOCK_REALTIME
+
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 # The spec measured that the kernel sizes each dump datagram from the largest receive
 # length offered, capped at 32 KiB; a smaller buffer truncates datagrams (MSG_TRUNC) and
@@ -238,6 +252,8 @@ cdef class NetlinkSocket:
     def __cinit__(self):
         self.nl = NULL
         self.rxbuf = NULL
+        self.tap = NULL
+        self.tapping = False
 
     def __init__(self, int protocol, *, groups=(), unsigned int peer=0,
                  double timeout=DEFAULT_TIMEOUT, size_t rcvbuf=DEFAULT_RCVBUF):
@@ -284,6 +300,8 @@ cdef class NetlinkSocket:
         if self.rxbuf != NULL:
             free(self.rxbuf)
             self.rxbuf = NULL
+        free(self.tap)
+        self.tap = NULL
 
     def close(self):
         """Close the socket (idempotent)."""
@@ -360,6 +378,42 @@ cdef class NetlinkSocket:
         self.dirty = False
         return 0
 
+    cdef int tap_append(self, size_t n) noexcept nogil:
+        """Append the datagram now in rxbuf to the tap; -1 (ENOMEM) when out of memory."""
+        cdef size_t need = self.tap_len + 12 + n
+        cdef size_t cap
+        cdef char *p
+        cdef uint32_t len32 = <uint32_t>n
+        if need > self.tap_cap:
+            cap = self.tap_cap * 2 if self.tap_cap else 1 << 20
+            while cap < need:
+                cap *= 2
+            p = <char *>realloc(self.tap, cap)
+            if p == NULL:
+                return -1
+            self.tap = p
+            self.tap_cap = cap
+        memcpy(self.tap + self.tap_len, &len32, 4)
+        memcpy(self.tap + self.tap_len + 4, &self.rx_ns, 8)
+        memcpy(self.tap + self.tap_len + 12, self.rxbuf, n)
+        self.tap_len = need
+        return 0
+
+    def tap_start(self):
+        """Start keeping a copy of every datagram received (see tap_take)."""
+        self.tapping = True
+        self.tap_len = 0
+
+    def tap_take(self, bint stop=False):
+        """The datagrams received since tap_start/the last take, as one bytes object of
+        (u32 length, i64 receive time in ns, datagram) entries; the tap is emptied (and
+        stopped with ``stop``)."""
+        out = self.tap[:self.tap_len] if self.tap_len else b""
+        self.tap_len = 0
+        if stop:
+            self.tapping = False
+        return out
+
     cdef int receive_pending(self, mnl.mnl_cb_t cb, void *data, nl_status *st,
                              uint32_t *overruns) noexcept nogil:
         """Decode every datagram already queued (multicast notifications); never block.
@@ -398,6 +452,7 @@ cdef class NetlinkSocket:
                 st.err = EBADMSG
                 st.stage = STAGE_PARSE
                 return -1
+            self.rx_ns = _now_ns()
             # Notifications carry sequence number 0 and port id 0: libmnl accepts both.
             ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, 0, 0, _on_data, &ctx, _ctl, 16)
             if ret == mnl.MNL_CB_ERROR:
@@ -459,6 +514,12 @@ cdef class NetlinkSocket:
             if not frames_ok(self.rxbuf, <size_t>n):
                 st.err = EBADMSG
                 st.stage = STAGE_PARSE
+                self.dirty = True
+                return -1
+            self.rx_ns = _now_ns()
+            if self.tapping and self.tap_append(<size_t>n) < 0:
+                st.err = ENOMEM
+                st.stage = STAGE_RECV
                 self.dirty = True
                 return -1
             w10g_set_errno(0)
@@ -524,6 +585,12 @@ cdef class NetlinkSocket:
             if not frames_ok(self.rxbuf, <size_t>n):
                 st.err = EBADMSG
                 st.stage = STAGE_PARSE
+                self.dirty = True
+                return -1
+            self.rx_ns = _now_ns()
+            if self.tapping and self.tap_append(<size_t>n) < 0:
+                st.err = ENOMEM
+                st.stage = STAGE_RECV
                 self.dirty = True
                 return -1
             w10g_set_errno(0)

@@ -34,6 +34,7 @@ cdef extern from "w10g_sockdiag.h" nogil:
         size_t spill_cap
         const char *rxbuf
         int64_t now_ns
+        const int64_t *rx_ns
         int fixed_time
         w10g_flowtab *flows
         uint32_t bad_offset

@@ -168,6 +168,7 @@ cdef class Dumper:
         sink.itemsize = self.dtype.itemsize
         sink.capacity = out.shape[0]
         sink.rxbuf = self.sock.rxbuf
+        sink.rx_ns = &self.sock.rx_ns
         sink.flows = &self.flows if self.derived else NULL
         return 0
 
@@ -269,13 +270,30 @@ cdef class Dumper:
         return self.sock.error_from(st, call)
 
 
+cdef class FlowTable:
+    """The per-flow running max/min behind the derived columns, for decoding a series of
+    recorded samples (a live Dumper keeps its own)."""
+    cdef w10g_flowtab flows
+
+    def __cinit__(self):
+        memset(&self.flows, 0, sizeof(self.flows))
+
+    def __dealloc__(self):
+        w10g_flowtab_free(&self.flows)
+
+    def __len__(self):
+        return self.flows.used
+
+
 def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int flags=0,
-                     sysctls=(1, 1, 2), out=None):
+                     sysctls=(1, 1, 2), out=None, FlowTable flows=None, timestamps=None):
     """Decode recorded dump datagrams (bytes) with the C decoder; ``(array, n)``.
 
     The same code path as a live dump, minus the socket: for replays, tests and fuzzing.
-    Every row gets ``timestamp_ns``. NLMSG_DONE ends a datagram's records; a malformed
-    record raises MalformedReply.
+    Every row gets ``timestamp_ns``, or its datagram's entry of ``timestamps``. NLMSG_DONE ends a datagram's records; a malformed
+    record raises MalformedReply. With ``flows`` (one sample per call, in order) the
+    derived Max*/Min* columns are kept across calls as a live agent keeps them;
+    without, they read 0.
     """
     cdef w10g_sd_config cfg
     cdef w10g_sd_sink sink
@@ -283,7 +301,7 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
     cdef const unsigned char[::1] view
     dtype = np.dtype(dtype)
     _build_config(&cfg, dtype)
-    cfg.flags = flags & ~W10G_SD_DERIVED
+    cfg.flags = flags if flows is not None else flags & ~W10G_SD_DERIVED
     cfg.sysctl_timestamps, cfg.sysctl_sack, cfg.sysctl_ecn = sysctls
     if out is None:
         out = np.empty(0, dtype=dtype)
@@ -296,6 +314,10 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
     sink.capacity = out.shape[0]
     sink.now_ns = timestamp_ns
     sink.fixed_time = 1
+    if flows is not None:
+        sink.flows = &flows.flows
+        flows.flows.epoch += 1
+        flows.flows.seen = 0
     for i, d in enumerate(datagrams):
         view = d
         if view.shape[0] == 0:
@@ -304,6 +326,8 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
             free(sink.spill)
             raise errors.MalformedReply(
                 f"recorded datagram {i} is not a sequence of whole netlink messages")
+        if timestamps is not None:
+            sink.now_ns = timestamps[i]
         with nogil:
             rc = mnl.mnl_cb_run(&view[0], view.shape[0], 0, 0,
                                 <mnl.mnl_cb_t>w10g_sd_on_message, &sink)
@@ -311,6 +335,9 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
             free(sink.spill)
             raise errors.MalformedReply(
                 f"recorded datagram: record {sink.bad_offset} is malformed")
+    if flows is not None and w10g_flowtab_sweep(&flows.flows) < 0:
+        free(sink.spill)
+        raise MemoryError("flow table")
     grown = out
     if sink.n > sink.capacity:
         grown = np.empty(sink.n, dtype=dtype)

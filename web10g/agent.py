@@ -9,7 +9,8 @@ from web10g import genl
 BACKENDS = ("auto", "sock_diag", "estats")
 
 
-def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None) -> Any:  # noqa: A001
+def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None,  # noqa: A001
+         replay: Any = None) -> Any:
     """Open an agent (a context manager) on ``backend``.
 
     ``"auto"`` picks ``estats`` when the Web10G kernel's ``tcp_estats`` family resolves
@@ -17,7 +18,12 @@ def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None) -
     which. ``netns`` (sock_diag) is a name under /run/netns, a path or a pid.
     ``peer`` (estats) talks to a user-space responder on that NETLINK_USERSOCK port
     instead of the kernel; the environment variable ``WEB10G_ESTATS_PEER`` does the same.
+    ``replay`` opens a recording (web10g.recording) instead: every call works offline.
     """
+    if replay is not None:
+        from web10g.recording import ReplayAgent
+
+        return ReplayAgent(replay)
     if backend not in BACKENDS:
         from difflib import get_close_matches
 

@@ -60,6 +60,9 @@ STATE_GROUPS = {
     "connected": 0xFFF & ~((1 << 10) | (1 << 7)),              # not listening, not closed
     "synchronized": 0xFFF & ~((1 << 10) | (1 << 7) | (1 << 2)),  # ... nor SYN-SENT
     "bucket": (1 << 3) | (1 << 6),                               # SYN-RECV and TIME-WAIT
+    # what a Web10G kernel lists: established until destroyed (no listeners, no
+    # TIME-WAIT minisockets, no handshakes); the classic tools' default
+    "open": (1 << 1) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11),
 }
 FAMILIES = {None: (socket.AF_INET, socket.AF_INET6), "inet": (socket.AF_INET,),
             "inet6": (socket.AF_INET6,), 4: (socket.AF_INET,), 6: (socket.AF_INET6,),
@@ -364,6 +367,29 @@ class SockDiagAgent:
         if v.name in self.unavailable:
             return np.zeros(len(rows), dtype=bool)
         return available(rows, v)
+
+    def write_var(self, cid: int, name: str, value: int | str) -> None:
+        """Write a tunable of one flow on a stock kernel (web10g.tune): LimRwin
+        (TCP_WINDOW_CLAMP), cc_algorithm, max_pacing_rate_bytes_per_s,
+        notsent_lowat_bytes — on the owner's socket through pidfd_getfd, which needs
+        ptrace rights over the owner. LimCwnd/LimSsthresh/LimMSS raise NotSupported
+        saying what would work instead."""
+        from web10g import tune
+
+        ident = self._find(int(cid))
+        if ident is None:
+            raise errors.FlowNotFound(f"flow {cid} does not exist in this network namespace")
+        tune.write_var(ident, name, value)
+
+    def kill(self, cid: int) -> None:
+        """Abort one flow (SOCK_DESTROY): the peer gets an RST, the owner ECONNABORTED.
+        Needs CAP_NET_ADMIN."""
+        from web10g import tune
+
+        ident = self._find(int(cid))
+        if ident is None:
+            raise errors.FlowNotFound(f"flow {cid} does not exist in this network namespace")
+        tune.kill(self._sock, ident)
 
     def owners(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pid, command) of each row's socket, from one pass over /proc.

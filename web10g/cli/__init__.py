@@ -13,7 +13,17 @@ from web10g import __version__
 
 # name -> (module, one-line summary). Only subcommands that exist are listed.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "listconns": ("web10g.cli.listconns", "list the connections"),
+    "listconninfo": ("web10g.cli.listconninfo", "connections with owner uid, pid and command"),
+    "readvars": ("web10g.cli.readvars", "one connection's variables"),
+    "watchvars": ("web10g.cli.watchvars", "one connection's variables at an interval"),
+    "deltavars": ("web10g.cli.deltavars", "one connection's counters as per-interval deltas"),
+    "logger": ("web10g.cli.logger", "every connection's variables as CSV at an interval"),
     "getmib": ("web10g.cli.getmib", "print the variables (MIB) a backend provides"),
+    "writevar": ("web10g.cli.writevar", "write a tunable of one connection"),
+    "recordwrite": ("web10g.cli.recordwrite", "write one connection's sample to a record file"),
+    "recordread": ("web10g.cli.recordread", "print the samples of a record file"),
+    "convert": ("web10g.cli.convert", "a recording as CSV or Parquet"),
 }
 
 

@@ -1,0 +1,104 @@
+"""``web10g logger``: every connection's variables as CSV, at a fixed interval.
+
+The classic web10g-logger read LIST_CONNS then one READ_VARS per connection; here one
+bulk read per sample (READ_ALL / a sock_diag dump) feeds a C formatter, on a deadline
+schedule that does not drift. ``--record FILE`` also (or instead, with ``-o /dev/null``)
+writes a high-rate recording that ``--replay`` and ``web10g convert`` read back.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+
+import numpy as np
+
+from web10g.cli import _common as c
+
+
+def exclude_address(host: str) -> bytes:
+    """The classic -e: an IPv4 address or host name, resolved once (IPv4 only)."""
+    try:
+        info = socket.getaddrinfo(host, None, socket.AF_INET)
+    except socket.gaierror as exc:
+        raise c.ToolError(f"getaddrinfo: {exc.strerror}") from None
+    return socket.inet_aton(info[0][4][0])
+
+
+def main(argv=None, prog="web10g-logger") -> int:
+    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument("-e", dest="exclude", metavar="HOST",
+                   help="leave out rows whose local or remote address is HOST (IPv4)")
+    c.add_selection(p)
+    c.add_loop(p)
+    c.add_filter(p)
+    c.add_backend(p)
+    c.add_output(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the CSV here (default stdout)")
+    p.add_argument("--record", metavar="FILE",
+                   help="also write a compressed high-rate recording of every sample")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from web10g import _format
+
+        c.stop_on_sigterm()
+        interval = c.interval_of(args)
+        excl = exclude_address(args.exclude) if args.exclude else None
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        recorder = None
+        try:
+            with c.open_agent(args) as agent:
+                names = c.selection(args, agent)
+                states = ([s.strip() for s in args.states.split(",")] if args.states
+                          else "open" if agent.backend == "sock_diag" else None)
+                if args.record:
+                    from web10g.recording import Recorder
+
+                    recorder = Recorder(args.record, agent)
+                header_done = False
+                columns = None
+                for _ in c.ticks(interval, args.count, agent):
+                    if recorder is not None:
+                        rows = recorder.sample(names, filter=args.filter, states=states)
+                    else:
+                        rows = agent.read_all(names, filter=args.filter, states=states)
+                    if excl is not None:
+                        v4 = rows["family"] == socket.AF_INET
+                        hit = v4 & (np.all(rows["local_addr"][:, :4] == np.frombuffer(excl, np.uint8), axis=1)
+                                    | np.all(rows["rem_addr"][:, :4] == np.frombuffer(excl, np.uint8), axis=1))
+                        rows = rows[~hit]
+                    if columns is None:
+                        variables = c.classic_names(agent, rows) if names is None else [
+                            v for v in agent.variables() if v.name in set(names)]
+                        columns = [(v.name, _format.kind_of(rows.dtype.fields[v.name][0]))
+                                   for v in variables]
+                    if args.json:
+                        for r in rows:
+                            out.write((c.json.dumps(c.row_dict(r)) + "\n").encode())
+                    else:
+                        if not header_done:
+                            fixed = "Time, CID, SrcIp, SrcPort, DstIp, DstPort"
+                            if args.csv:
+                                fixed = "time,cid,local_addr,local_port,rem_addr,rem_port"
+                            sep = "," if args.csv else ", "
+                            out.write((fixed + ("," + sep.join(n for n, _ in columns)
+                                                if columns else "") + "\n").encode())
+                            header_done = True
+                        out.write(_format.format_rows(rows, [
+                            ("timestamp", _format.KIND_TIME), ("cid", _format.KIND_UINT),
+                            ("local_addr", _format.KIND_ADDR), ("local_port", _format.KIND_UINT),
+                            ("rem_addr", _format.KIND_ADDR), ("rem_port", _format.KIND_UINT),
+                        ] + columns))
+                    out.flush()
+        finally:
+            if recorder is not None:
+                recorder.close()
+            if args.output:
+                out.close()
+        return 0
+
+    return c.run_tool(prog, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""``web10g recordread [FILE]``: print the samples of a record file.
+
+Reads the classic libestats record file (default ./test-record) written by either the
+C tools or web10g; the checksum is verified first. A damaged or unfinished file is
+reported with the offset of the damage; ``--salvage`` prints what precedes it.
+"""
+from __future__ import annotations
+
+import sys
+
+from web10g.cli import _common as c
+from web10g.cli.recordwrite import DEFAULT_FILE
+
+
+def main(argv=None, prog="web10g-recordread") -> int:
+    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument("file", metavar="FILE", nargs="?", default=DEFAULT_FILE)
+    p.add_argument("--layout", choices=("head", "middle", "old"),
+                   help="the writer's variable layout when the file does not say (default head)")
+    p.add_argument("--all", action="store_true",
+                   help="print every record (the classic tool prints the first)")
+    p.add_argument("--salvage", action="store_true",
+                   help="on a damaged file, print the records before the damage")
+    c.add_output(p)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from web10g.record import RecordError, RecordReader, format_record, read_salvage
+
+        damage = None
+        try:
+            reader = RecordReader(args.file, layout=args.layout)
+            rows, masked, layout = reader.rows(), reader.masked(), reader.layout
+        except RecordError as exc:
+            if not args.salvage:
+                raise
+            rows, damage = read_salvage(args.file, layout=args.layout)
+            import web10g.mib as mib
+
+            layout = mib.layout(args.layout or "head")
+            masked = None
+        if not args.all:
+            rows = rows[:1]
+        if args.json:
+            for r in rows:
+                print(c.json.dumps(c.row_dict(r)))
+        elif args.csv:
+            c.write_csv(rows, list(rows.dtype.names), header=True)
+        else:
+            sys.stdout.write("\n".join(format_record(r, layout,
+                                                     None if masked is None else masked[i])
+                                       for i, r in enumerate(rows)))
+        if damage is not None:
+            print(f"{prog}: {damage}", file=sys.stderr)
+            return 1
+        return 0
+
+    return c.run_tool(prog, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
