@@ -176,14 +176,22 @@ def test_record_write_and_read(capsys, env, tmp_path):
     assert json.loads(js)["cid"] == env["cid"]
 
 
-def test_writevar_estats(capsys, env):
-    if env["backend"] != "estats":
-        pytest.skip("stock-kernel writes are tested in test_tune.py")
-    code, out, err = run(capsys, "writevar", str(env["cid"]), "LimCwnd", "20000")
-    assert code == 0 and out == "" and env["fk"].written == [(env["cid"], "LimCwnd", 20000)]
+def test_writevar(capsys, env):
+    if env["backend"] == "estats":
+        code, out, err = run(capsys, "writevar", str(env["cid"]), "LimCwnd", "20000")
+        assert code == 0 and out == "" and env["fk"].written == [(env["cid"], "LimCwnd", 20000)]
+    else:
+        code, out, err = run(capsys, "writevar", str(env["cid"]),
+                             "max_pacing_rate_bytes_per_s", "1250000")
+        assert code == 0 and out == ""
+        with web10g.open("sock_diag") as a:
+            rec = a.read_vars(env["cid"], ["max_pacing_rate_bytes_per_s"])
+        assert rec["max_pacing_rate_bytes_per_s"] == 1250000
+        code, _, err = run(capsys, "writevar", str(env["cid"]), "LimCwnd", "20000")
+        assert code == 1 and "BPF" in err                   # says what would work
     code, _, err = run(capsys, "writevar", str(env["cid"]), "SegsOut", "1")
     assert code == 1 and "read-only" in err
-    code, _, err = run(capsys, "writevar", str(env["cid"]), "LimCwnd", "lots")
+    code, _, err = run(capsys, "writevar", str(env["cid"]), "LimRwin", "lots")
     assert code == 1 and "whole number" in err
 
 
