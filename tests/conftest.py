@@ -5,10 +5,15 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 
 import pytest
 
-pytest_plugins = ["fakekernel.plugin"]
+# web10g's own pytest plugin is an entry point once the package is installed; load it
+# here only when running from a tree that is not installed.
+_INSTALLED = any(ep.value == "web10g.pytest_plugin"
+                 for ep in entry_points(group="pytest11"))
+pytest_plugins = ["fakekernel.plugin"] + ([] if _INSTALLED else ["web10g.pytest_plugin"])
 
 NETLINK_USERSOCK = 2
 

@@ -13,8 +13,22 @@ __version__ = "0.1.0"
 
 _SUBMODULES = frozenset({
     "agent", "errors", "estats", "filter", "genl", "mib", "netns", "procfs", "record",
-    "recording", "sockdiag",
+    "recording", "sockdiag", "sampler", "deltas", "frames", "monitor", "tune",
 })
+
+
+def to_pandas(source: Any, **kw: Any) -> Any:
+    """Snapshots as a pandas DataFrame; see :func:`web10g.frames.to_pandas`."""
+    from web10g.frames import to_pandas as _to_pandas
+
+    return _to_pandas(source, **kw)
+
+
+def monitor(**kw: Any) -> Any:
+    """Sample the flows of a ``with`` block; see :func:`web10g.monitor.monitor`."""
+    from web10g.monitor import monitor as _monitor
+
+    return _monitor(**kw)
 
 
 def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None,  # noqa: A001
@@ -32,4 +46,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'web10g' has no attribute {name!r}")
 
 
-__all__ = ["open", "__version__"]
+__all__ = ["open", "to_pandas", "monitor", "__version__"]

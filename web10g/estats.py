@@ -60,6 +60,7 @@ class EstatsAgent:
                              "used from the initial network namespace, and it lists the "
                              "connections of every namespace (web10g-abi.md section 2)")
         self.peer = peer
+        self._timeout = timeout
         protocol = NETLINK_USERSOCK if peer is not None else NETLINK_GENERIC
         self._sock = NetlinkSocket(protocol, peer=peer or 0, timeout=timeout)
         try:
@@ -98,6 +99,16 @@ class EstatsAgent:
     def __repr__(self) -> str:
         where = f" peer={self.peer}" if self.peer is not None else ""
         return f"<web10g agent backend=estats layout={self.layout.name}{where}>"
+
+    def clone(self) -> EstatsAgent:
+        """An independent agent on the same module (for another thread)."""
+        return EstatsAgent(peer=self.peer, timeout=self._timeout)
+
+    def sampler(self, vars: Any = None, *, interval: float, **kw: Any) -> Any:
+        """A background sampler: see :class:`web10g.sampler.Sampler`."""
+        from web10g.sampler import Sampler
+
+        return Sampler(self, vars, interval=interval, **kw)
 
     # -- the module's MIB -------------------------------------------------------------
     def _init(self) -> list[list[tuple[str, int]]]:
@@ -232,6 +243,13 @@ class EstatsAgent:
         rows = arr[:n]
         self._settle_time(reader, rows)
         return self._client_side(rows, filter, states, family)
+
+    def reader(self, vars: Any = None, *, filter: Any = None, states: Any = None,
+               family: Any = None) -> Any:
+        """``read(out) -> rows`` for one fixed selection (see SockDiagAgent.reader)."""
+        def read(out: np.ndarray) -> np.ndarray:
+            return self.read_all(vars, filter=filter, states=states, family=family, out=out)
+        return read
 
     def list_conns(self, *, filter: Any = None, states: Any = None, family: Any = None,
                    active_within: float | None = None) -> np.ndarray:

@@ -177,6 +177,16 @@ class SockDiagAgent:
         where = f" netns={self.netns}" if self.netns else ""
         return f"<web10g agent backend=sock_diag{where}>"
 
+    def clone(self) -> SockDiagAgent:
+        """An independent agent on the same namespace (for another thread)."""
+        return SockDiagAgent(netns=self.netns)
+
+    def sampler(self, vars: Any = None, *, interval: float, **kw: Any) -> Any:
+        """A background sampler of this agent's flows: see :class:`web10g.sampler.Sampler`."""
+        from web10g.sampler import Sampler
+
+        return Sampler(self, vars, interval=interval, **kw)
+
     # -- columns ---------------------------------------------------------------------
     def variables(self) -> list[mib.Variable]:
         """Every variable this backend can supply (the columns of ``vars=None``)."""
@@ -295,6 +305,19 @@ class SockDiagAgent:
         if n and self._tcp_info_len == 0:
             self._tcp_info_len = int(rows["tcp_info_len"].max())
         return rows
+
+    def reader(self, vars: Any = None, *, filter: Any = None, states: Any = None,
+               family: Any = None) -> Any:
+        """``read(out) -> rows``: read_all for one fixed selection with its plan resolved
+        once, for loops that sample many times (no per-call lookup or allocation beyond
+        the returned view)."""
+        dumper, _ = self._plan(vars, filter, states, family)
+        dump = dumper.dump
+
+        def read(out: np.ndarray) -> np.ndarray:
+            arr, n = dump(out)
+            return arr[:n]
+        return read
 
     def list_conns(self, *, filter: Any = None, states: Any = None,
                    family: Any = None) -> np.ndarray:
