@@ -147,7 +147,8 @@ cdef class Reader:
                     raise TypeError(f"column {name!r} must be {np.dtype(_IDENT_DTYPES[name])}")
                 self.cfg.ident[i] = off
         for (t, i), w in widths.items():
-            if not (0 <= t < W10G_ES_TABLES and 0 <= i < W10G_ES_MAX_INDEX) or w not in (1, 2, 4, 8):
+            if (not (0 <= t < W10G_ES_TABLES and 0 <= i < W10G_ES_MAX_INDEX)
+                    or w not in (1, 2, 4, 8)):
                 raise ValueError(f"bad variable position or width: {(t, i, w)}")
             self.cfg.width[t][i] = w
         for name in dtype.names:

@@ -4,8 +4,8 @@ columns, several times a second) must not format values one Python object at a t
 import numpy as np
 cimport numpy as cnp
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdint cimport uint8_t, uint64_t, int32_t, int64_t
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, strlen
 
 cnp.import_array()
@@ -112,7 +112,8 @@ def format_rows(cnp.ndarray rows not None, columns, bytes sep=b",", bytes end=b"
                         p += snprintf(p, 32, "%.17g", d)
                     elif cols[j].kind == 3:
                         fam = (<const uint8_t *>(rp + cols[j].aux))[0]
-                        if (fam == 2 or fam == 10) and inet_ntop(fam, rp + cols[j].off, p, 46) != NULL:
+                        if ((fam == 2 or fam == 10)
+                                and inet_ntop(fam, rp + cols[j].off, p, 46) != NULL):
                             p += strlen(p)
                     elif cols[j].kind == 4:
                         memcpy(&s, rp + cols[j].off, 8)

@@ -85,7 +85,8 @@ cdef extern from "<libmnl/libmnl.h>" nogil:
     void mnl_attr_put_u64(nlmsghdr *nlh, uint16_t type, uint64_t data)
     void mnl_attr_put_str(nlmsghdr *nlh, uint16_t type, const char *data)
     void mnl_attr_put_strz(nlmsghdr *nlh, uint16_t type, const char *data)
-    bint mnl_attr_put_check(nlmsghdr *nlh, size_t buflen, uint16_t type, size_t len, const void *data)
+    bint mnl_attr_put_check(nlmsghdr *nlh, size_t buflen, uint16_t type, size_t len,
+                            const void *data)
     bint mnl_attr_put_u8_check(nlmsghdr *nlh, size_t buflen, uint16_t type, uint8_t data)
     bint mnl_attr_put_u16_check(nlmsghdr *nlh, size_t buflen, uint16_t type, uint16_t data)
     bint mnl_attr_put_u32_check(nlmsghdr *nlh, size_t buflen, uint16_t type, uint32_t data)
@@ -119,7 +120,8 @@ cdef extern from "<libmnl/libmnl.h>" nogil:
     nlattr *mnl_attr_next(const nlattr *attr)
     int mnl_attr_parse(const nlmsghdr *nlh, unsigned int offset, mnl_attr_cb_t cb, void *data)
     int mnl_attr_parse_nested(const nlattr *attr, mnl_attr_cb_t cb, void *data)
-    int mnl_attr_parse_payload(const void *payload, size_t payload_len, mnl_attr_cb_t cb, void *data)
+    int mnl_attr_parse_payload(const void *payload, size_t payload_len, mnl_attr_cb_t cb,
+                               void *data)
 
     # the receive loop
     int mnl_cb_run(const void *buf, size_t numbytes, unsigned int seq,

@@ -5,8 +5,10 @@ A transaction (send one request, receive until the ACK / NLMSG_DONE / an error) 
 entirely without the GIL; the data messages go to a C callback given by the caller (the
 backends' decoders) and errors are collected in an ``nl_status`` and raised afterwards.
 """
-from libc.errno cimport errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL, ENOSPC, EPROTO, ECONNREFUSED
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t
+from libc.errno cimport (
+    errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL, ENOSPC, EPROTO, ECONNREFUSED,
+)
+from libc.stdint cimport uint16_t, uint32_t, int32_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 from posix.time cimport timeval
@@ -17,7 +19,7 @@ from web10g._linux cimport (
     AF_NETLINK, SOL_SOCKET, SO_RCVTIMEO, SOCK_CLOEXEC, MSG_DONTWAIT,
     NETLINK_EXT_ACK, NETLINK_CAP_ACK, NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP,
     NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_ACK_TLVS, NLM_F_CAPPED,
-    NLMSG_HDRLEN, NLMSG_MIN_TYPE, NLA_TYPE_MASK, NLMSGERR_ATTR_MSG,
+    NLMSG_HDRLEN, NLA_TYPE_MASK, NLMSGERR_ATTR_MSG,
     GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_NAME,
 )
 

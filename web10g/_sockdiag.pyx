@@ -10,7 +10,7 @@ afterwards, so no row is lost. Errors are raised after the nogil block.
 import numpy as np
 cimport numpy as cnp
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
@@ -290,7 +290,8 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
     """Decode recorded dump datagrams (bytes) with the C decoder; ``(array, n)``.
 
     The same code path as a live dump, minus the socket: for replays, tests and fuzzing.
-    Every row gets ``timestamp_ns``, or its datagram's entry of ``timestamps``. NLMSG_DONE ends a datagram's records; a malformed
+    Every row gets ``timestamp_ns``, or its datagram's entry of ``timestamps``.
+    NLMSG_DONE ends a datagram's records; a malformed
     record raises MalformedReply. With ``flows`` (one sample per call, in order) the
     derived Max*/Min* columns are kept across calls as a live agent keeps them;
     without, they read 0.

@@ -6,7 +6,7 @@ Flows only in the newer snapshot are ``new``, flows only in the older one ``vani
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

@@ -56,7 +56,7 @@ class Traffic:
             try:
                 if not sock.recv(1 << 20):
                     return
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

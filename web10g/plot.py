@@ -130,7 +130,8 @@ def _arrays(source: Any) -> list[np.ndarray]:
 def _reduce(rows: np.ndarray, cols: Iterable[str]) -> np.ndarray:
     """A compact copy of the identity and ``cols`` columns (a copy: sampler rows are views
     into a ring that is overwritten, and every snapshot gets the same dtype)."""
-    names = [n for n in _KEEP if n in rows.dtype.names] + sorted(set(cols))
+    have = rows.dtype.names or ()
+    names = [n for n in _KEEP if n in have] + sorted(set(cols))
     return recfunctions.repack_fields(rows[names]).copy()
 
 
@@ -153,20 +154,26 @@ def plot_data(source: Any, *, vars: str | Sequence[str] = DEFAULT_VARS,
         snaps = _read_recording(source, names)
     else:
         raw = _arrays(source)
+        for i in range(1, len(raw)):
+            # read_all returns views of one reused buffer: keeping those without a copy
+            # makes every "snapshot" the latest one, and a plot of nothing but zeros
+            if np.may_share_memory(raw[i - 1], raw[i]):
+                raise ValueError(f"snapshots {i - 1} and {i} are the same memory: read_all "
+                                 "reuses its buffer, so keep rows.copy() of each sample")
         if len(raw) >= 2:
             have = set(raw[0].dtype.names or ())
-            cols = set(_columns_for(names, have).values()) | {m for m in _MOVED if m in have}
+            need = set(_columns_for(names, have).values()) | {m for m in _MOVED if m in have}
             for i, r in enumerate(raw):
-                missing = sorted(set(cols) - set(r.dtype.names or ()))
+                missing = sorted(need - set(r.dtype.names or ()))
                 if missing:
                     raise ValueError(f"snapshot {i} has no {', '.join(missing)} column: "
                                      "sample the same variables every time")
-            raw = [_reduce(r, cols) for r in raw]
+            raw = [_reduce(r, need) for r in raw]
         snaps = raw
     if len(snaps) < 2:
         raise ValueError(f"plotting needs at least two samples, got {len(snaps)}: "
                          "throughput and retransmits are differences between samples")
-    cols = _columns_for(names, snaps[0].dtype.names)
+    cols = _columns_for(names, snaps[0].dtype.names or ())
 
     # Rank every flow by bytes moved over the whole series (wrap-safe per-step sums).
     summary = deltas.summarize(snaps)
@@ -250,7 +257,7 @@ def plot(source: Any, path: str | os.PathLike, *,
         from matplotlib import colormaps
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.ticker import EngFormatter
+        from matplotlib.ticker import EngFormatter, MaxNLocator
     except ImportError:
         raise ImportError(_NO_MATPLOTLIB) from None
     data = plot_data(source, vars=vars, top=top)
@@ -277,8 +284,12 @@ def plot(source: Any, path: str | os.PathLike, *,
         ax.grid(True, alpha=0.3)
         if name in ("throughput", "received"):
             ax.yaxis.set_major_formatter(EngFormatter(unit="b/s"))
+        elif name == "retransmits":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # segments are whole
         if name in ("throughput", "received", "cwnd", "retransmits"):
-            ax.set_ylim(bottom=0)
+            finite = data.values[name][np.isfinite(data.values[name])]
+            # all zero (idle flows): a 0..1 axis instead of matplotlib's +-0.05 around 0
+            ax.set_ylim(0, None if finite.size and finite.max() > 0 else 1)
     axes[-1].set_xlabel("seconds since the first sample")
     span = np.nanmax(data.seconds) if np.isfinite(data.seconds).any() else 0.0
     if title is None:

@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "recordwrite": ("web10g.cli.recordwrite", "write one connection's sample to a record file"),
     "recordread": ("web10g.cli.recordread", "print the samples of a record file"),
     "convert": ("web10g.cli.convert", "a recording as CSV or Parquet"),
+    "plot": ("web10g.cli.plot", "a recording's busiest flows over time, as a PNG"),
+    "top": ("web10g.cli.top", "a live view of the flows, busiest first"),
 }
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 from web10g.cli import _common as c
 from web10g.cli.readvars import classic_block, selection_parser
 from web10g.cli.watchvars import sample_loop

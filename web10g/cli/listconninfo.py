@@ -1,7 +1,6 @@
 """``web10g listconninfo``: connections with their owner's uid, pid and command."""
 from __future__ import annotations
 
-import socket
 import sys
 
 import numpy as np

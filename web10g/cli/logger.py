@@ -63,9 +63,10 @@ def main(argv=None, prog="web10g-logger") -> int:
                     else:
                         rows = agent.read_all(names, filter=args.filter, states=states)
                     if excl is not None:
-                        v4 = rows["family"] == socket.AF_INET
-                        hit = v4 & (np.all(rows["local_addr"][:, :4] == np.frombuffer(excl, np.uint8), axis=1)
-                                    | np.all(rows["rem_addr"][:, :4] == np.frombuffer(excl, np.uint8), axis=1))
+                        want = np.frombuffer(excl, np.uint8)
+                        hit = (rows["family"] == socket.AF_INET) & (
+                            np.all(rows["local_addr"][:, :4] == want, axis=1)
+                            | np.all(rows["rem_addr"][:, :4] == want, axis=1))
                         rows = rows[~hit]
                     if columns is None:
                         variables = c.classic_names(agent, rows) if names is None else [

@@ -31,7 +31,7 @@ def main(argv=None, prog="web10g-recordread") -> int:
         try:
             reader = RecordReader(args.file, layout=args.layout)
             rows, masked, layout = reader.rows(), reader.masked(), reader.layout
-        except RecordError as exc:
+        except RecordError:
             if not args.salvage:
                 raise
             rows, damage = read_salvage(args.file, layout=args.layout)

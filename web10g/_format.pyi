@@ -1,0 +1,13 @@
+from typing import Any
+
+import numpy as np
+
+KIND_UINT: int
+KIND_INT: int
+KIND_FLOAT: int
+KIND_ADDR: int
+KIND_TIME: int
+KIND_STR: int
+
+def format_rows(rows: np.ndarray, columns: Any, sep: bytes = ..., end: bytes = ...) -> bytes: ...
+def kind_of(dtype_field: Any) -> int: ...
