@@ -34,10 +34,12 @@ def env(request, monkeypatch, fake_kernel_factory):
     srv.recv(10000)
     with web10g.open("sock_diag") as a:
         rows = a.list_conns()
-    mine = (rows["local_port"] == cli.getsockname()[1]) & (rows["rem_port"] == lst.getsockname()[1])
+    mine = ((rows["local_port"] == cli.getsockname()[1])
+            & (rows["rem_port"] == lst.getsockname()[1]))
     cid = int(rows[mine]["cid"][0])
     yield {"backend": "sock_diag", "cid": cid, "fk": None,
-           "local": ("127.0.0.1", cli.getsockname()[1]), "remote": ("127.0.0.1", lst.getsockname()[1])}
+           "local": ("127.0.0.1", cli.getsockname()[1]),
+           "remote": ("127.0.0.1", lst.getsockname()[1])}
     for s in (cli, srv, lst):
         s.close()
 
@@ -236,9 +238,9 @@ def test_recording_replays_through_every_tool(capsys, env, tmp_path):
 ])
 def test_bad_input_is_a_clear_error(capsys, env, argv, message):
     try:
-        code, out, err = run(capsys, *argv)
+        code, _, err = run(capsys, *argv)
     except SystemExit as exc:                       # argparse usage errors
-        code, (out, err) = exc.code, capsys.readouterr()
+        code, (_, err) = exc.code, capsys.readouterr()
     assert code == 1
     assert message in err
     assert not os.path.exists("/tmp/never-written")

@@ -197,7 +197,7 @@ def test_fuzzed_datagrams_never_crash_and_decoders_agree(dtype):
         cases.append(bytes(d))
     for case in cases:
         verdicts = []
-        for name, dec in DECODERS.items():
+        for dec in DECODERS.values():
             try:
                 arr, n = dec([case], dtype)
                 verdicts.append(("ok", arr[:n]))
@@ -233,7 +233,8 @@ def test_every_registry_column_is_covered_by_the_recording(dtype):
     must = {"SegsOut", "HCThruOctetsAcked", "CurCwnd", "CurSsthresh", "SmoothedRTT", "RTTVar",
             "WinScaleSent", "WinScaleRcvd", "TimeStamps", "WillSendSACK", "State", "InRecovery",
             "CurAppRQueue", "IpTosOut", "cc_algorithm", "bbr_bw_bytes_per_s",
-            "skmem_rcvbuf", "mem_rmem_bytes", "cgroup_id", "sockopt_flags", "pacing_rate_bytes_per_s",
+            "skmem_rcvbuf", "mem_rmem_bytes", "cgroup_id", "sockopt_flags",
+            "pacing_rate_bytes_per_s",
             "local_port", "rem_port", "inode", "cid"}
     assert must <= nonzero, must - nonzero
     assert set(mib.lookup(n).name for n in must if n in dtype.names and n[0].isupper())

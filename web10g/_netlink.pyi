@@ -1,5 +1,7 @@
 from types import TracebackType
 
+import numpy as np
+
 DEFAULT_RCVBUF: int
 DEFAULT_TIMEOUT: float
 CLONE_NEWNET_FLAG: int
@@ -29,4 +31,4 @@ class NetlinkSocket:
 def parse_attrs(buf: bytes, offset: int = ...) -> list[tuple[int, bytes]]: ...
 def setns(fd: int, nstype: int = ...) -> None: ...
 
-def format_addresses(addr: object, family: object) -> object: ...
+def format_addresses(addr: object, family: object) -> np.ndarray: ...

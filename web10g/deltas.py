@@ -190,16 +190,22 @@ def summarize(snapshots: Sequence[np.ndarray], final: np.ndarray | None = None,
 
 
 def _quiet() -> Any:
+    """Silence numpy's all-NaN warnings (flows without an RTT sample yet)."""
     import warnings
 
     ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore", RuntimeWarning)
+    return _Quiet(ctx)
 
-    class _Exit:
-        def __enter__(self) -> None:
-            return None
 
-        def __exit__(self, *exc: object) -> None:
-            ctx.__exit__(*exc)
-    return _Exit()
+class _Quiet:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self.ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ctx.__exit__(*exc)

@@ -120,9 +120,9 @@ def from_errno(
     if capability and err in (_errno.EPERM, _errno.EACCES):
         advice = hint or f"this needs {capability}: run as root or grant {capability}"
         return MissingCapability(err, f"{msg}. {advice}")
-    advice = hint or _HINTS.get(err)
-    if advice:
-        msg += f". {advice}"
+    default = hint or _HINTS.get(err)
+    if default:
+        msg += f". {default}"
     cls = _CLASSES.get(err)
     if cls is MalformedReply:
         return MalformedReply(msg)

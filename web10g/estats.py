@@ -157,7 +157,7 @@ class EstatsAgent:
 
     def dtype(self, vars: None | str | Iterable[Any] = None) -> np.dtype:
         """The dtype of ``read_all(vars)`` rows: identity, metadata, then the variables."""
-        fields = list(mib.IDENTITY_FIELDS) + META_FIELDS
+        fields: list[Any] = list(mib.IDENTITY_FIELDS) + META_FIELDS
         fields += [(v.name, v.dtype) for v in self._select(vars)]
         return np.dtype(fields, align=True)
 

@@ -43,7 +43,7 @@ _COUNTER_TYPES = frozenset({"Counter32", "Counter64"})
 # so it must not be treated as a monotonically increasing counter (no deltas/rates).
 _ENUM_TYPED_AS_COUNTER = frozenset({"SoftErrorReason"})
 
-_WIRE_DTYPES = {
+_WIRE_DTYPES: dict[str, np.dtype] = {
     "u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "u32": np.dtype(np.uint32),
     "s32": np.dtype(np.int32), "u64": np.dtype(np.uint64),
 }
@@ -223,7 +223,8 @@ def _web10g_variable(table: str, index: int | None, name: str, var_type: str, wi
         raise RuntimeError(f"sock_diag-map.csv has no row for {name}") from None
     return Variable(
         name=name, table=table, index=index, var_type=var_type,
-        type_code=TYPE_CODES[var_type], wire=wire, dtype=_WIRE_DTYPES[wire], units=units,
+        type_code=TYPE_CODES[var_type], wire=wire, dtype=_WIRE_DTYPES[wire],
+        units=units,
         writable=writable, description=description, since=since,
         rfc_name=_rfc_name(table, name), sock_diag=sd,
         is_counter=var_type in _COUNTER_TYPES and name not in _ENUM_TYPED_AS_COUNTER)

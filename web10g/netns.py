@@ -214,7 +214,7 @@ def open_socket(protocol: int, netns: NetnsSpec = None, **kw: object) -> Netlink
     calling thread is back in its own namespace when this returns.
     """
     with entered(netns):
-        return NetlinkSocket(protocol, **kw)
+        return NetlinkSocket(protocol, **kw)  # type: ignore[arg-type]
 
 
 def inode(netns: NetnsSpec = None) -> int:

@@ -130,7 +130,7 @@ def _socket_inodes(fd_dir: str) -> list[int]:
         # readlink relative to the open directory: the kernel then resolves only the last
         # component instead of the whole /proc/PID/fd/N path (measured: a fifth less time).
         readlink = os.readlink
-        links = []
+        links: list[str] = []
         append = links.append
         for name in names:
             try:

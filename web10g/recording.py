@@ -266,7 +266,7 @@ class ReplayAgent:
         self.backend = self.recording.backend
         self.replay = True
         h = self.recording.header
-        self._frames = self.recording.frames()
+        self._frames: Any = self.recording.frames()
         self._current: tuple[int, list[bytes], list[int]] | None = None
         self.samples = 0
         if self.backend == "sock_diag":

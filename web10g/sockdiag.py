@@ -156,7 +156,7 @@ class SockDiagAgent:
         self._plans: dict[tuple, tuple[Dumper, list[np.ndarray]]] = {}
         self._last: np.ndarray | None = None
         self._tcp_info_len = 0
-        self._closed_watch = None
+        self._closed_watch: Any = None
         self.notes: list[str] = []
 
     # -- lifetime --------------------------------------------------------------------
@@ -218,7 +218,7 @@ class SockDiagAgent:
 
     def dtype(self, vars: None | str | Iterable[str] = None) -> np.dtype:
         """The dtype of ``read_all(vars)`` rows: identity, metadata, then the variables."""
-        fields = list(mib.IDENTITY_FIELDS) + META_FIELDS
+        fields: list[Any] = list(mib.IDENTITY_FIELDS) + META_FIELDS
         fields += [(v.name, v.dtype) for v in self._select(vars)]
         return np.dtype(fields, align=True)
 

@@ -8,6 +8,7 @@ IN is a high-rate recording (``web10g logger --record``) or a classic record fil
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def main(argv=None, prog="web10g-convert") -> int:
                 raise c.ToolError("writing Parquet needs pyarrow: "
                                   "pip install 'web10g[parquet]'") from None
         total = 0
-        writer = None
+        writer: Any = None
         with open(args.output, "wb") as out:
             for rows in _samples(args.input, vars_):
                 total += len(rows)

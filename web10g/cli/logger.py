@@ -21,7 +21,7 @@ def exclude_address(host: str) -> bytes:
         info = socket.getaddrinfo(host, None, socket.AF_INET)
     except socket.gaierror as exc:
         raise c.ToolError(f"getaddrinfo: {exc.strerror}") from None
-    return socket.inet_aton(info[0][4][0])
+    return socket.inet_aton(str(info[0][4][0]))
 
 
 def main(argv=None, prog="web10g-logger") -> int:

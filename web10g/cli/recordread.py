@@ -45,7 +45,7 @@ def main(argv=None, prog="web10g-recordread") -> int:
             for r in rows:
                 print(c.json.dumps(c.row_dict(r)))
         elif args.csv:
-            c.write_csv(rows, list(rows.dtype.names), header=True)
+            c.write_csv(rows, list(rows.dtype.names or ()), header=True)
         else:
             sys.stdout.write("\n".join(format_record(r, layout,
                                                      None if masked is None else masked[i])

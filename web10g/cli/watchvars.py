@@ -17,7 +17,7 @@ def sample_loop(args, prog, render) -> int:
     interval = c.interval_of(args)
     with c.open_agent(args) as agent:
         names = c.selection(args, agent)
-        state = {}
+        state: dict[str, object] = {}
         for n in c.ticks(interval, args.count, agent):
             row = agent.read_vars(cid, names)
             variables = c.classic_names(agent, np.array([row]))
