@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 ASAN_LIB = $(shell cc -print-file-name=libasan.so)
 
 .PHONY: help deps venv build test demo bench lint debug sanitize clean
@@ -30,13 +31,13 @@ test: build ## run the test suite
 demo: build ## sample this machine's live flows and show them
 	$(PY) -m web10g.demo
 
-bench: build ## run the benchmarks (tables of ratios against baselines)
-	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+bench: build ## run the benchmarks (tables of ratios against baselines; BENCH_ARGS=--quick)
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS); done
 
 lint: venv ## ruff, cython-lint and mypy
 	$(VENV)/bin/ruff check web10g tests benchmarks
 	$(VENV)/bin/cython-lint web10g/*.pyx web10g/*.pxd
-	$(VENV)/bin/mypy web10g --ignore-missing-imports
+	$(VENV)/bin/mypy web10g
 
 debug: venv ## debug build (-O0 -g, Cython bounds checks) and the tests under it
 	WEB10G_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force
