@@ -56,65 +56,95 @@ static inline size_t flow_hash(uint64_t cookie, size_t cap)
     return (size_t)((cookie * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
 }
 
-static int flowtab_resize(struct w10g_flowtab *ft, size_t cap, int keep_stale)
+static int build_index(struct w10g_flowtab *ft)
 {
-    struct w10g_flow *slots = calloc(cap, sizeof(*slots));
-    size_t used = 0;
-    if (!slots)
-        return -1;
-    for (size_t i = 0; i < ft->cap; i++) {
-        struct w10g_flow *f = &ft->slots[i];
-        if (!f->cookie || (!keep_stale && f->seen_epoch != ft->epoch))
-            continue;
-        size_t j = flow_hash(f->cookie, cap);
-        while (slots[j].cookie)
-            j = (j + 1) & (cap - 1);
-        slots[j] = *f;
-        used++;
+    size_t cap = 1024;
+    while (cap < ft->nprev * 2 + 2)
+        cap *= 2;
+    if (cap > ft->index_cap) {
+        uint32_t *p = realloc(ft->index, cap * sizeof(*p));
+        if (!p)
+            return -1;
+        ft->index = p;
+        ft->index_cap = cap;
     }
-    free(ft->slots);
-    ft->slots = slots;
-    ft->cap = cap;
-    ft->used = used;
+    cap = ft->index_cap;
+    memset(ft->index, 0, cap * sizeof(*ft->index));
+    for (size_t j = 0; j < ft->nprev; j++) {
+        size_t i = flow_hash(ft->prev[j].cookie, cap);
+        while (ft->index[i])
+            i = (i + 1) & (cap - 1);
+        ft->index[i] = (uint32_t)(j + 1);
+    }
+    ft->index_built = 1;
     return 0;
 }
 
+/* The state slot for this row's flow: carried over from the last dump, or new. */
 static struct w10g_flow *flowtab_get(struct w10g_flowtab *ft, uint64_t cookie)
 {
-    if ((ft->used + 1) * 2 > ft->cap &&
-        flowtab_resize(ft, ft->cap ? ft->cap * 2 : 1024, 1) < 0)
-        return NULL;
-    size_t i = flow_hash(cookie, ft->cap);
-    while (ft->slots[i].cookie && ft->slots[i].cookie != cookie)
-        i = (i + 1) & (ft->cap - 1);
-    struct w10g_flow *f = &ft->slots[i];
-    if (!f->cookie) {
+    if (ft->ncur == ft->capcur) {
+        size_t cap = ft->capcur ? ft->capcur * 2 : 1024;
+        struct w10g_flow *p = realloc(ft->cur, cap * sizeof(*p));
+        if (!p)
+            return NULL;
+        ft->cur = p;
+        ft->capcur = cap;
+    }
+    struct w10g_flow *f = &ft->cur[ft->ncur];
+    const struct w10g_flow *old = NULL;
+    ptrdiff_t guess = (ptrdiff_t)ft->ncur + ft->shift;
+    if (guess >= 0 && (size_t)guess < ft->nprev && ft->prev[guess].cookie == cookie) {
+        old = &ft->prev[guess];
+        ft->hits++;
+    } else if (ft->nprev) {
+        if (!ft->index_built && build_index(ft) < 0)
+            return NULL;
+        ft->probes++;
+        size_t i = flow_hash(cookie, ft->index_cap);
+        while (ft->index[i]) {
+            size_t j = ft->index[i] - 1;
+            if (ft->prev[j].cookie == cookie) {
+                old = &ft->prev[j];
+                ft->shift = (ptrdiff_t)j - (ptrdiff_t)ft->ncur;   /* resynchronise */
+                break;
+            }
+            i = (i + 1) & (ft->index_cap - 1);
+        }
+    }
+    if (old) {
+        *f = *old;
+    } else {
         memset(f, 0, sizeof(*f));
         f->cookie = cookie;
         f->min_rto_us = f->min_mss = f->min_ssthresh = UINT32_MAX;
-        ft->used++;
     }
-    if (f->seen_epoch != ft->epoch) {
-        f->seen_epoch = ft->epoch;
-        ft->seen++;
-    }
+    ft->ncur++;
     return f;
 }
 
-int w10g_flowtab_sweep(struct w10g_flowtab *ft)
+int w10g_flowtab_end_dump(struct w10g_flowtab *ft)
 {
-    /* Rebuild only when enough vanished flows accumulated, so the cost is amortised. */
-    if (!ft->cap || (ft->used - ft->seen) * 8 < ft->used)
-        return 0;
-    size_t cap = 1024;
-    while (cap < ft->seen * 2 + 2)
-        cap *= 2;
-    return flowtab_resize(ft, cap, 0);
+    /* Flows absent from this dump have ended (or left the filter): their state goes.
+     * The two buffers swap roles, so steady state allocates nothing. */
+    struct w10g_flow *t = ft->prev;
+    size_t tcap = ft->capprev;
+    ft->prev = ft->cur;
+    ft->capprev = ft->capcur;
+    ft->nprev = ft->ncur;
+    ft->cur = t;
+    ft->capcur = tcap;
+    ft->ncur = 0;
+    ft->shift = 0;
+    ft->index_built = 0;
+    return 0;
 }
 
 void w10g_flowtab_free(struct w10g_flowtab *ft)
 {
-    free(ft->slots);
+    free(ft->prev);
+    free(ft->cur);
+    free(ft->index);
     memset(ft, 0, sizeof(*ft));
 }
 
@@ -171,12 +201,16 @@ static char *row_slot(struct w10g_sd_sink *s)
  * 1 = in use; otherwise 2 = disabled here (sysctl 0), 3 = the peer declined. */
 static inline int32_t negotiated(int on, int sysctl_on) { return on ? 1 : (sysctl_on ? 3 : 2); }
 
+#define GOT(t) ((seen >> (t)) & 1u)
+
 int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
 {
     struct w10g_sd_sink *s = arg;
     const struct w10g_sd_config *cfg = s->cfg;
-    const uint8_t *attr[A_MAX] = {0};
-    uint16_t alen[A_MAX] = {0};
+    /* attr/alen are valid only where `seen` has the type's bit: no per-record zeroing */
+    const uint8_t *attr[A_MAX];
+    uint16_t alen[A_MAX];
+    uint32_t seen = 0;
     struct w10g_tcp_info ti;
     struct inet_diag_msg m;
     uint16_t present = 0;
@@ -208,6 +242,7 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
         if (t < A_MAX) {
             attr[t] = p + sizeof(a);
             alen[t] = a.nla_len - sizeof(a);
+            seen |= 1u << t;
         }
         size_t step = NLA_ALIGN(a.nla_len);
         if (step > rem)
@@ -222,12 +257,15 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
         return MNL_CB_ERROR;
     }
 
-    memset(&ti, 0, sizeof(ti));
     uint16_t tlen = 0;
-    if (attr[A_INFO]) {
+    if (GOT(A_INFO)) {
         tlen = alen[A_INFO];
+        if (tlen < sizeof(ti))           /* an older kernel: zero-extend */
+            memset(&ti, 0, sizeof(ti));
         memcpy(&ti, attr[A_INFO], tlen < sizeof(ti) ? tlen : sizeof(ti));
         present |= W10G_HAVE_INFO;
+    } else {
+        memset(&ti, 0, sizeof(ti));
     }
     uint32_t meminfo[4] = {0}, skmem[9] = {0}, bbr[5] = {0}, vegas[4] = {0};
     uint8_t dctcp[16] = {0};
@@ -236,17 +274,17 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     uint32_t class_id = 0, mark = 0;
     uint64_t cgroup = 0;
     uint16_t sockopt = 0;
-    if (attr[A_MEMINFO] && alen[A_MEMINFO] >= sizeof(meminfo)) {
+    if (GOT(A_MEMINFO) && alen[A_MEMINFO] >= sizeof(meminfo)) {
         memcpy(meminfo, attr[A_MEMINFO], sizeof(meminfo));
         present |= W10G_HAVE_MEMINFO;
     }
-    if (attr[A_SKMEMINFO]) {
+    if (GOT(A_SKMEMINFO)) {
         size_t n = alen[A_SKMEMINFO] / 4;
         memcpy(skmem, attr[A_SKMEMINFO], 4 * (n < 9 ? n : 9));
         if (n >= 9)
             present |= W10G_HAVE_SKMEMINFO;
     }
-    if (attr[A_CONG] && alen[A_CONG]) {
+    if (GOT(A_CONG) && alen[A_CONG]) {
         size_t n = alen[A_CONG] < sizeof(cong) ? alen[A_CONG] : sizeof(cong);
         memcpy(cong, attr[A_CONG], n);
         for (size_t i = 0; i < sizeof(cong); i++)      /* keep only up to the NUL */
@@ -254,42 +292,42 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
         present |= W10G_HAVE_CONG;
     }
     int tos_attr = m.idiag_family == AF_INET6 ? A_TCLASS : A_TOS;
-    if (attr[tos_attr] && alen[tos_attr] >= 1) {
+    if (GOT(tos_attr) && alen[tos_attr] >= 1) {
         tos = attr[tos_attr][0];
         present |= W10G_HAVE_TOS;
-    } else if (attr[A_TOS] && alen[A_TOS] >= 1) {
+    } else if (GOT(A_TOS) && alen[A_TOS] >= 1) {
         tos = attr[A_TOS][0];
         present |= W10G_HAVE_TOS;
     }
-    if (attr[A_CLASS_ID] && alen[A_CLASS_ID] >= 4) {
+    if (GOT(A_CLASS_ID) && alen[A_CLASS_ID] >= 4) {
         memcpy(&class_id, attr[A_CLASS_ID], 4);
         present |= W10G_HAVE_CLASS_ID;
     }
-    if (attr[A_SHUTDOWN] && alen[A_SHUTDOWN] >= 1) {
+    if (GOT(A_SHUTDOWN) && alen[A_SHUTDOWN] >= 1) {
         shut = attr[A_SHUTDOWN][0];
         present |= W10G_HAVE_SHUTDOWN;
     }
-    if (attr[A_MARK] && alen[A_MARK] >= 4) {
+    if (GOT(A_MARK) && alen[A_MARK] >= 4) {
         memcpy(&mark, attr[A_MARK], 4);
         present |= W10G_HAVE_MARK;
     }
-    if (attr[A_CGROUP_ID] && alen[A_CGROUP_ID] >= 8) {
+    if (GOT(A_CGROUP_ID) && alen[A_CGROUP_ID] >= 8) {
         memcpy(&cgroup, attr[A_CGROUP_ID], 8);
         present |= W10G_HAVE_CGROUP;
     }
-    if (attr[A_SOCKOPT] && alen[A_SOCKOPT] >= 2) {
+    if (GOT(A_SOCKOPT) && alen[A_SOCKOPT] >= 2) {
         memcpy(&sockopt, attr[A_SOCKOPT], 2);
         present |= W10G_HAVE_SOCKOPT;
     }
-    if (attr[A_BBRINFO] && alen[A_BBRINFO] >= sizeof(bbr)) {
+    if (GOT(A_BBRINFO) && alen[A_BBRINFO] >= sizeof(bbr)) {
         memcpy(bbr, attr[A_BBRINFO], sizeof(bbr));
         present |= W10G_HAVE_BBR;
     }
-    if (attr[A_DCTCPINFO] && alen[A_DCTCPINFO] >= sizeof(dctcp)) {
+    if (GOT(A_DCTCPINFO) && alen[A_DCTCPINFO] >= sizeof(dctcp)) {
         memcpy(dctcp, attr[A_DCTCPINFO], sizeof(dctcp));
         present |= W10G_HAVE_DCTCP;
     }
-    if (attr[A_VEGASINFO] && alen[A_VEGASINFO] >= sizeof(vegas)) {
+    if (GOT(A_VEGASINFO) && alen[A_VEGASINFO] >= sizeof(vegas)) {
         memcpy(vegas, attr[A_VEGASINFO], sizeof(vegas));
         present |= W10G_HAVE_VEGAS;
     }

@@ -223,20 +223,28 @@ struct w10g_sd_config {
 
 /* What the client tracks per flow (keyed by socket cookie) for the derived columns. */
 struct w10g_flow {
-    uint64_t cookie;                /* 0 = empty slot */
-    uint32_t seen_epoch;
+    uint64_t cookie;
     uint32_t max_pipe, max_rtt_us, max_rto_us, min_rto_us;
     uint32_t max_rwin_sent, max_rwin_rcvd, max_mss, min_mss;
     uint32_t max_ss_cwnd, max_ca_cwnd, max_ssthresh, min_ssthresh;
     uint32_t max_app_wq, max_app_rq;
 };
 
+/* The per-flow state, kept in the order of the last dump. The kernel walks its hash in
+ * the same order every time, so row k of this dump is usually row k (+ a shift that
+ * changes only where sockets came or went) of the last one: a sequential scan instead of
+ * a hash probe per row, which at 100k flows missed the cache on every row. Only when
+ * the guess fails is an index over the last dump built (once per dump). */
 struct w10g_flowtab {
-    struct w10g_flow *slots;
-    size_t cap;                     /* a power of two, or 0 */
-    size_t used;
-    size_t seen;                    /* distinct flows seen in the current epoch */
-    uint32_t epoch;
+    struct w10g_flow *prev;          /* states in the last dump's row order */
+    size_t nprev, capprev;
+    struct w10g_flow *cur;           /* states of this dump, appended row by row */
+    size_t ncur, capcur;
+    uint32_t *index;                 /* open addressing: cookie -> position in prev + 1 */
+    size_t index_cap;
+    int index_built;
+    ptrdiff_t shift;                 /* this dump's row k is prev[k + shift] */
+    uint64_t hits, probes;           /* guesses that held / index look-ups (for tests) */
 };
 
 /* Where decoded rows go: the caller's array, then a spill area for rows beyond its
@@ -265,7 +273,7 @@ const char *w10g_sd_field_name(int field);
 const char *w10g_sd_field_kind(int field);
 int w10g_sd_kind_width(const char *kind);
 
-int w10g_flowtab_sweep(struct w10g_flowtab *ft);   /* drop flows not seen this epoch */
+int w10g_flowtab_end_dump(struct w10g_flowtab *ft);  /* this dump becomes the last */
 void w10g_flowtab_free(struct w10g_flowtab *ft);
 
 /* i-th field of struct w10g_tcp_info: name, offset, size; -1 past the end */

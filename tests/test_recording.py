@@ -78,7 +78,7 @@ def test_compressed_size_per_flow(tmp_path, flows):
         live, rec = record(path, agent, 5, codec="zstd")
     per_flow = rec.stored_bytes / rec.flows
     assert per_flow < 150, per_flow
-    assert rec.raw_bytes / rec.flows > 300             # ~500 bytes per record uncompressed
+    assert rec.raw_bytes > 2 * rec.stored_bytes        # it did compress
 
 
 def test_damaged_and_truncated_recordings(tmp_path, flows):

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """The C sock_diag decoder (csrc/w10g_sockdiag.h), declared for Cython."""
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 
 from web10g._linux cimport nlmsghdr
 
@@ -19,10 +19,10 @@ cdef extern from "w10g_sockdiag.h" nogil:
         uint8_t sysctl_ecn
 
     struct w10g_flowtab:
-        size_t cap
-        size_t used
-        size_t seen
-        uint32_t epoch
+        size_t nprev
+        size_t ncur
+        uint64_t hits
+        uint64_t probes
 
     struct w10g_sd_sink:
         const w10g_sd_config *cfg
@@ -43,7 +43,7 @@ cdef extern from "w10g_sockdiag.h" nogil:
     const char *w10g_sd_field_name(int field)
     const char *w10g_sd_field_kind(int field)
     int w10g_sd_kind_width(const char *kind)
-    int w10g_flowtab_sweep(w10g_flowtab *ft)
+    int w10g_flowtab_end_dump(w10g_flowtab *ft)
     void w10g_flowtab_free(w10g_flowtab *ft)
     int w10g_tcp_info_field(int i, const char **name, size_t *off, size_t *size)
     size_t w10g_tcp_info_size()

@@ -20,7 +20,7 @@ from web10g._netlink cimport NetlinkSocket, nl_status, STAGE_DECODE, frames_ok
 from web10g._sockdiag cimport (
     W10G_SD_NFIELDS, W10G_SD_ACCECN_BITFIELD, W10G_SD_DERIVED, w10g_sd_config,
     w10g_flowtab, w10g_sd_sink, w10g_sd_on_message, w10g_sd_field_name, w10g_sd_field_kind,
-    w10g_sd_kind_width, w10g_flowtab_sweep, w10g_flowtab_free, w10g_tcp_info_field,
+    w10g_sd_kind_width, w10g_flowtab_end_dump, w10g_flowtab_free, w10g_tcp_info_field,
     w10g_tcp_info_size,
 )
 from web10g import errors
@@ -129,7 +129,12 @@ cdef class Dumper:
     @property
     def flows_tracked(self):
         """Flows whose running max/min the decoder keeps (derived columns only)."""
-        return self.flows.used
+        return self.flows.nprev
+
+    @property
+    def flow_lookups(self):
+        """(rows found where the last dump had them, rows that needed the index)."""
+        return self.flows.hits, self.flows.probes
 
     cdef object _check_out(self, out):
         if out is None:
@@ -185,8 +190,6 @@ cdef class Dumper:
         cdef list fams = list(self.families)
         out = self._check_out(out)
         self._prepare(&sink, out)
-        self.flows.epoch += 1
-        self.flows.seen = 0
         self.sock.acquire()
         try:
             for f in fams:
@@ -203,9 +206,8 @@ cdef class Dumper:
         if rc < 0:
             free(sink.spill)
             raise self._error(&st, &sink, "sock_diag dump")
-        if self.derived and not self.filtered:
-            if w10g_flowtab_sweep(&self.flows) < 0:
-                raise MemoryError("flow table")
+        if self.derived:
+            w10g_flowtab_end_dump(&self.flows)
         return self._finish(out, &sink), sink.n
 
     def lookup(self, int family, bytes sockid not None, out=None):
@@ -282,7 +284,7 @@ cdef class FlowTable:
         w10g_flowtab_free(&self.flows)
 
     def __len__(self):
-        return self.flows.used
+        return self.flows.nprev
 
 
 def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int flags=0,
@@ -317,8 +319,6 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
     sink.fixed_time = 1
     if flows is not None:
         sink.flows = &flows.flows
-        flows.flows.epoch += 1
-        flows.flows.seen = 0
     for i, d in enumerate(datagrams):
         view = d
         if view.shape[0] == 0:
@@ -336,9 +336,8 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
             free(sink.spill)
             raise errors.MalformedReply(
                 f"recorded datagram: record {sink.bad_offset} is malformed")
-    if flows is not None and w10g_flowtab_sweep(&flows.flows) < 0:
-        free(sink.spill)
-        raise MemoryError("flow table")
+    if flows is not None:
+        w10g_flowtab_end_dump(&flows.flows)
     grown = out
     if sink.n > sink.capacity:
         grown = np.empty(sink.n, dtype=dtype)
