@@ -4,11 +4,14 @@ columns, several times a second) must not format values one Python object at a t
 import numpy as np
 cimport numpy as cnp
 
-from libc.stdint cimport uint8_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, strlen
 
 cnp.import_array()
+
+cdef extern from "<stdint.h>":
+    uint32_t UINT32_MAX
 
 cdef extern from "<stdio.h>" nogil:
     int snprintf(char *buf, size_t n, const char *fmt, ...)
@@ -27,21 +30,52 @@ cdef struct col_t:
     Py_ssize_t aux          # KIND_ADDR: the family column's offset
 
 
+# "00".."99": two digits per division, the classic trick for fast integer printing
+cdef char DIGITS[201]
+for _k in range(100):
+    DIGITS[2 * _k] = 48 + _k // 10
+    DIGITS[2 * _k + 1] = 48 + _k % 10
+
+
+cdef inline char *put_u32(char *p, uint32_t v) noexcept nogil:
+    # 32-bit divisions by constants compile to multiplies; most statistics fit
+    cdef char tmp[12]
+    cdef int n = 12
+    cdef uint32_t q
+    while v >= 100:
+        q = v // 100
+        n -= 2
+        memcpy(&tmp[n], &DIGITS[2 * (v - q * 100)], 2)
+        v = q
+    if v >= 10:
+        n -= 2
+        memcpy(&tmp[n], &DIGITS[2 * v], 2)
+    else:
+        n -= 1
+        tmp[n] = <char>(48 + v)
+    memcpy(p, &tmp[n], 12 - n)
+    return p + (12 - n)
+
+
 cdef inline char *put_u64(char *p, uint64_t v) noexcept nogil:
     cdef char tmp[24]
-    cdef int n = 0
-    if v == 0:
-        p[0] = 48
-        return p + 1
-    while v:
-        tmp[n] = <char>(48 + v % 10)
-        v //= 10
-        n += 1
-    while n:
+    cdef int n = 24
+    cdef uint64_t q
+    if v <= <uint64_t>UINT32_MAX:
+        return put_u32(p, <uint32_t>v)
+    while v >= 100:
+        q = v // 100
+        n -= 2
+        memcpy(&tmp[n], &DIGITS[2 * (v - q * 100)], 2)
+        v = q
+    if v >= 10:
+        n -= 2
+        memcpy(&tmp[n], &DIGITS[2 * v], 2)
+    else:
         n -= 1
-        p[0] = tmp[n]
-        p += 1
-    return p
+        tmp[n] = <char>(48 + v)
+    memcpy(p, &tmp[n], 24 - n)
+    return p + (24 - n)
 
 
 def format_rows(cnp.ndarray rows not None, columns, bytes sep=b",", bytes end=b"\n"):
@@ -65,6 +99,7 @@ def format_rows(cnp.ndarray rows not None, columns, bytes sep=b",", bytes end=b"
     cdef int64_t s
     cdef double d
     cdef uint8_t fam
+    cdef int w
     if cols == NULL:
         raise MemoryError()
     if not rows.flags.c_contiguous:
@@ -93,9 +128,15 @@ def format_rows(cnp.ndarray rows not None, columns, bytes sep=b",", bytes end=b"
                         memcpy(p, csep, seplen)
                         p += seplen
                     if cols[j].kind == 0:
-                        u = 0
-                        memcpy(&u, rp + cols[j].off, cols[j].width)   # little-endian hosts
-                        p = put_u64(p, u)
+                        if cols[j].width == 4:
+                            p = put_u32(p, (<const uint32_t *>(rp + cols[j].off))[0])
+                        elif cols[j].width == 8:
+                            memcpy(&u, rp + cols[j].off, 8)
+                            p = put_u64(p, u)
+                        elif cols[j].width == 2:
+                            p = put_u32(p, (<const uint16_t *>(rp + cols[j].off))[0])
+                        else:
+                            p = put_u32(p, (<const uint8_t *>(rp + cols[j].off))[0])
                     elif cols[j].kind == 1:
                         if cols[j].width == 4:
                             s = (<const int32_t *>(rp + cols[j].off))[0]
@@ -112,13 +153,26 @@ def format_rows(cnp.ndarray rows not None, columns, bytes sep=b",", bytes end=b"
                         p += snprintf(p, 32, "%.17g", d)
                     elif cols[j].kind == 3:
                         fam = (<const uint8_t *>(rp + cols[j].aux))[0]
-                        if ((fam == 2 or fam == 10)
+                        if fam == 2:
+                            # dotted quad by hand: glibc's inet_ntop goes through sprintf
+                            for w in range(4):
+                                if w:
+                                    p[0] = 46
+                                    p += 1
+                                p = put_u32(p, (<const uint8_t *>(rp + cols[j].off))[w])
+                        elif (fam == 10
                                 and inet_ntop(fam, rp + cols[j].off, p, 46) != NULL):
                             p += strlen(p)
                     elif cols[j].kind == 4:
                         memcpy(&s, rp + cols[j].off, 8)
                         p = put_u64(p, <uint64_t>(s // 1000000000))
-                        p += snprintf(p, 16, ".%06u", <unsigned int>(s // 1000 % 1000000))
+                        # ".%06u" without snprintf
+                        u = <uint64_t>(s // 1000 % 1000000)
+                        p[0] = 46
+                        for w in range(6, 0, -1):
+                            p[w] = <char>(48 + u % 10)
+                            u //= 10
+                        p += 7
                     else:
                         for u in range(<uint64_t>cols[j].width):
                             if rp[cols[j].off + u] == 0:

@@ -49,6 +49,10 @@ def main(argv=None, prog="web10g-logger") -> int:
         try:
             with c.open_agent(args) as agent:
                 names = c.selection(args, agent)
+                if names is None and not args.json and not args.record:
+                    # the classic columns only: the kernel then skips the extensions
+                    # (memory, congestion-control, shutdown info) nobody prints
+                    names = [v.name for v in agent.variables() if not v.is_stock]
                 states = ([s.strip() for s in args.states.split(",")] if args.states
                           else "open" if agent.backend == "sock_diag" else None)
                 if args.record:
