@@ -361,7 +361,9 @@ def test_top_on_a_terminal():
         assert lines[0].startswith("web10g top: ") and " flows" in lines[0]
         assert sum(ln.startswith("web10g top: ") for ln in lines) == 1
         assert lines[1].startswith("local ")
-        assert lines[7] == "FIRST-RC0-END"
+        # at most 5 flow rows (fewer on a quiet machine), then the shell's next output
+        end = lines.index("FIRST-RC0-END")
+        assert 2 <= end <= 7 and all(ln for ln in lines[2:end])
 
         # a live view, as many rows as fit the terminal, until Ctrl-C (exit 0)
         term.type(f"{cmd}; echo SECOND-RC$?-END", "Enter")
