@@ -348,7 +348,8 @@ class Tmux:
 
 @pytest.mark.skipif(shutil.which("tmux") is None,
                     reason="tmux is not installed: cannot give top a real terminal")
-def test_top_on_a_terminal():
+def test_top_on_a_terminal(tcp_pair):
+    # tcp_pair: flows of our own, so the view has rows even on an otherwise quiet machine
     term = Tmux(120, 20)
     try:
         cmd = f"{sys.executable} -m web10g.cli.top --interval 0.2"
