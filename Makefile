@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 ASAN_LIB = $(shell cc -print-file-name=libasan.so)
+# preloaded with ASan so C++ extensions (matplotlib's) find the real __cxa_throw
+STDCXX_LIB = $(shell cc -print-file-name=libstdc++.so.6)
 
 .PHONY: help deps venv build test demo bench lint debug sanitize clean
 
@@ -45,7 +47,7 @@ debug: venv ## debug build (-O0 -g, Cython bounds checks) and the tests under it
 
 sanitize: venv ## ASan+UBSan build and the tests under it
 	WEB10G_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
-	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	LD_PRELOAD="$(ASAN_LIB) $(STDCXX_LIB)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	$(PY) setup.py -q build_ext --inplace --force
 
