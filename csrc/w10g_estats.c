@@ -5,6 +5,8 @@
 #include <libmnl/libmnl.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "w10g_rows.h"
 #include <sys/socket.h>
 
 enum {
@@ -161,18 +163,7 @@ static int on_top(uint16_t type, const uint8_t *p, uint16_t plen, void *arg)
 
 static char *row_slot(struct w10g_es_sink *s)
 {
-    if (s->n < s->capacity)
-        return s->rows + s->n * s->itemsize;
-    size_t k = s->n - s->capacity;
-    if (k >= s->spill_cap) {
-        size_t cap = s->spill_cap ? s->spill_cap * 2 : (s->capacity > 64 ? s->capacity : 64);
-        char *p = realloc(s->spill, cap * s->itemsize);
-        if (!p)
-            return NULL;
-        s->spill = p;
-        s->spill_cap = cap;
-    }
-    return s->spill + k * s->itemsize;
+    return w10g_row_slot(s->rows, s->itemsize, s->capacity, s->n, &s->spill, &s->spill_cap);
 }
 
 #define PUT(F, T, v)                                                   \

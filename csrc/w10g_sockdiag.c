@@ -8,6 +8,8 @@
 #include <linux/sock_diag.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "w10g_rows.h"
 #include <time.h>
 
 #include "w10g_tcp_info.h"
@@ -183,18 +185,7 @@ static inline uint32_t rd32(const uint8_t *p, size_t i)
 
 static char *row_slot(struct w10g_sd_sink *s)
 {
-    if (s->n < s->capacity)
-        return s->rows + s->n * s->itemsize;
-    size_t k = s->n - s->capacity;
-    if (k >= s->spill_cap) {
-        size_t cap = s->spill_cap ? s->spill_cap * 2 : (s->capacity > 256 ? s->capacity : 256);
-        char *p = realloc(s->spill, cap * s->itemsize);
-        if (!p)
-            return NULL;
-        s->spill = p;
-        s->spill_cap = cap;
-    }
-    return s->spill + k * s->itemsize;
+    return w10g_row_slot(s->rows, s->itemsize, s->capacity, s->n, &s->spill, &s->spill_cap);
 }
 
 /* The enum answers of RFC 4898 for an option the kernel reports as a bit:

@@ -12,12 +12,13 @@ cimport numpy as cnp
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int32_t, int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 cimport web10g._mnl as mnl
 from web10g._linux cimport nlmsghdr, genlmsghdr, nlattr, NLM_F_REQUEST, NLM_F_ACK
 from web10g._netlink cimport NetlinkSocket, nl_status, STAGE_DECODE, frames_ok
 
+from web10g._rows cimport grow_rows
 from web10g import errors
 
 cnp.import_array()
@@ -202,22 +203,10 @@ cdef class Reader:
         sink.capacity = out.shape[0]
 
     cdef object _finish(self, out, w10g_es_sink *sink):
-        cdef size_t cap = sink.capacity, n = sink.n
-        cdef cnp.ndarray grown
         self.last = sink[0]
         self.last.spill = NULL
-        try:
-            if n <= cap:
-                return out
-            grown = np.empty(max(2 * cap, n + n // 4, 64), dtype=self.dtype)
-            if cap:
-                memcpy(cnp.PyArray_DATA(grown), sink.rows, cap * sink.itemsize)
-            memcpy(<char *>cnp.PyArray_DATA(grown) + cap * sink.itemsize, sink.spill,
-                   (n - cap) * sink.itemsize)
-            return grown
-        finally:
-            free(sink.spill)
-            sink.spill = NULL
+        return grow_rows(out, self.dtype, sink.rows, sink.itemsize, sink.capacity,
+                         &sink.spill, sink.n, max(2 * sink.capacity, sink.n + sink.n // 4, 64))
 
     cdef object _error(self, nl_status *st, w10g_es_sink *sink, str call):
         if st.stage == STAGE_DECODE and st.err != 12:

@@ -44,6 +44,8 @@ cdef class NetlinkSocket:
     cdef size_t tap_len
     cdef size_t tap_cap
     cdef int tap_append(self, size_t n) noexcept nogil
+    cdef ssize_t receive(self, nl_status *st) noexcept nogil
+    cdef int accept(self, size_t n, nl_status *st) noexcept nogil
 
     cdef uint32_t next_seq(self) noexcept nogil
     cdef int transact(self, void *req, size_t reqlen, mnl.mnl_cb_t cb, void *data,

@@ -416,6 +416,39 @@ cdef class NetlinkSocket:
             self.tapping = False
         return out
 
+    cdef ssize_t receive(self, nl_status *st) noexcept nogil:
+        """Block for the next datagram of a reply; its length, or -1 (st filled)."""
+        cdef ssize_t n
+        while True:
+            n = mnl.mnl_socket_recvfrom(self.nl, self.rxbuf, self.rxlen)
+            if n >= 0:
+                break
+            if errno != EINTR:      # EINTR is a signal, not NLM_F_DUMP_INTR: retry
+                st.err = errno
+                st.stage = STAGE_RECV
+                self.dirty = True
+                return -1
+        if self.accept(<size_t>n, st) < 0:
+            return -1
+        return n
+
+    cdef int accept(self, size_t n, nl_status *st) noexcept nogil:
+        """Checks and bookkeeping of every datagram received: framing, the receive time
+        the decoders stamp rows with, the tap."""
+        st.datagrams += 1
+        if not frames_ok(self.rxbuf, n):
+            st.err = EBADMSG
+            st.stage = STAGE_PARSE
+            self.dirty = True
+            return -1
+        self.rx_ns = _now_ns()
+        if self.tapping and self.tap_append(n) < 0:
+            st.err = ENOMEM
+            st.stage = STAGE_RECV
+            self.dirty = True
+            return -1
+        return 0
+
     cdef int receive_pending(self, mnl.mnl_cb_t cb, void *data, nl_status *st,
                              uint32_t *overruns) noexcept nogil:
         """Decode every datagram already queued (multicast notifications); never block.
@@ -449,12 +482,9 @@ cdef class NetlinkSocket:
                 st.err = ENOSPC
                 st.stage = STAGE_RECV
                 return -1
-            st.datagrams += 1
-            if not frames_ok(self.rxbuf, <size_t>n):
-                st.err = EBADMSG
-                st.stage = STAGE_PARSE
+            if self.accept(<size_t>n, st) < 0:
+                self.dirty = False          # nothing of a reply is pending here
                 return -1
-            self.rx_ns = _now_ns()
             # Notifications carry sequence number 0 and port id 0: libmnl accepts both.
             ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, 0, 0, _on_data, &ctx, _ctl, 16)
             if ret == mnl.MNL_CB_ERROR:
@@ -504,25 +534,8 @@ cdef class NetlinkSocket:
             st.stage = STAGE_SEND
             return -1
         while True:
-            n = mnl.mnl_socket_recvfrom(self.nl, self.rxbuf, self.rxlen)
+            n = self.receive(st)
             if n < 0:
-                if errno == EINTR:      # a signal, not NLM_F_DUMP_INTR: just retry
-                    continue
-                st.err = errno
-                st.stage = STAGE_RECV
-                self.dirty = True
-                return -1
-            st.datagrams += 1
-            if not frames_ok(self.rxbuf, <size_t>n):
-                st.err = EBADMSG
-                st.stage = STAGE_PARSE
-                self.dirty = True
-                return -1
-            self.rx_ns = _now_ns()
-            if self.tapping and self.tap_append(<size_t>n) < 0:
-                st.err = ENOMEM
-                st.stage = STAGE_RECV
-                self.dirty = True
                 return -1
             w10g_set_errno(0)
             ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, seq, self.portid,
@@ -575,25 +588,8 @@ cdef class NetlinkSocket:
             st.stage = STAGE_SEND
             return -1
         while ctx.pending > 0:
-            n = mnl.mnl_socket_recvfrom(self.nl, self.rxbuf, self.rxlen)
+            n = self.receive(st)
             if n < 0:
-                if errno == EINTR:
-                    continue
-                st.err = errno
-                st.stage = STAGE_RECV
-                self.dirty = True
-                return -1
-            st.datagrams += 1
-            if not frames_ok(self.rxbuf, <size_t>n):
-                st.err = EBADMSG
-                st.stage = STAGE_PARSE
-                self.dirty = True
-                return -1
-            self.rx_ns = _now_ns()
-            if self.tapping and self.tap_append(<size_t>n) < 0:
-                st.err = ENOMEM
-                st.stage = STAGE_RECV
-                self.dirty = True
                 return -1
             w10g_set_errno(0)
             # seq 0: the batch's replies carry many sequence numbers; _on_error checks them

@@ -23,6 +23,7 @@ from web10g._sockdiag cimport (
     w10g_sd_kind_width, w10g_flowtab_end_dump, w10g_flowtab_free, w10g_tcp_info_field,
     w10g_tcp_info_size,
 )
+from web10g._rows cimport grow_rows
 from web10g import errors
 
 cnp.import_array()
@@ -149,22 +150,9 @@ cdef class Dumper:
         return out
 
     cdef object _finish(self, out, w10g_sd_sink *sink):
-        """Move spilled rows into a grown array; free the spill."""
-        cdef size_t cap = sink.capacity, n = sink.n
-        cdef cnp.ndarray grown
-        try:
-            if n <= cap:
-                return out
-            newcap = max(2 * cap, n + n // 4, 64)
-            grown = np.empty(newcap, dtype=self.dtype)
-            if cap:
-                memcpy(cnp.PyArray_DATA(grown), sink.rows, cap * sink.itemsize)
-            memcpy(<char *>cnp.PyArray_DATA(grown) + cap * sink.itemsize, sink.spill,
-                   (n - cap) * sink.itemsize)
-            return grown
-        finally:
-            free(sink.spill)
-            sink.spill = NULL
+        """Move spilled rows into a grown array (x2, geometric); free the spill."""
+        return grow_rows(out, self.dtype, sink.rows, sink.itemsize, sink.capacity,
+                         &sink.spill, sink.n, max(2 * sink.capacity, sink.n + sink.n // 4, 64))
 
     cdef int _prepare(self, w10g_sd_sink *sink, cnp.ndarray out) except -1:
         memset(sink, 0, sizeof(w10g_sd_sink))
@@ -338,15 +326,8 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
                 f"recorded datagram: record {sink.bad_offset} is malformed")
     if flows is not None:
         w10g_flowtab_end_dump(&flows.flows)
-    grown = out
-    if sink.n > sink.capacity:
-        grown = np.empty(sink.n, dtype=dtype)
-        if sink.capacity:
-            memcpy(cnp.PyArray_DATA(grown), sink.rows, sink.capacity * sink.itemsize)
-        memcpy(<char *>cnp.PyArray_DATA(grown) + sink.capacity * sink.itemsize, sink.spill,
-               (sink.n - sink.capacity) * sink.itemsize)
-    free(sink.spill)
-    return grown, sink.n
+    return grow_rows(out, dtype, sink.rows, sink.itemsize, sink.capacity, &sink.spill,
+                     sink.n, sink.n), sink.n
 
 
 def tcp_info_layout():
