@@ -93,10 +93,14 @@ def test_sock_diag_dump_round_trip(tcp_pair):
     assert srv.recv(2000)
     with NetlinkSocket(NETLINK_SOCK_DIAG) as sock:
         recs = _records(sock.request(SOCK_DIAG_BY_FAMILY, 0, diag_request(), dump=True))
-    port = lst.getsockname()[1]
-    mine = [r for r in recs if port in (r["sport"], r["dport"])]
+    # pick our sockets by cookie (SO_COOKIE): a TIME-WAIT leftover of an earlier test may
+    # share the port number
+    ours = {int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 57, 8), "little")
+            for s in (lst, cli, srv)}
+    mine = [r for r in recs if r["cookie"] in ours]
     states = sorted(r["state"] for r in mine)
     assert states == [1, 1, 10]    # two ESTABLISHED ends and the LISTEN socket
+    port = lst.getsockname()[1]
     client = next(r for r in mine if r["dport"] == port)
     assert client["sport"] == cli.getsockname()[1]
     assert client["family"] == socket.AF_INET

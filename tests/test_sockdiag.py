@@ -53,7 +53,7 @@ def mine(rows, port, family=None):
     fam = rows["family"]
     local = (rows["local_port"] == port) & ours(rows["local_addr"], fam)
     remote = (rows["rem_port"] == port) & ours(rows["rem_addr"], fam)
-    keep = local | remote
+    keep = (local | remote) & (rows["state"] != 11)   # not an earlier test's TIME-WAIT
     if family is not None:
         keep &= fam == family
     return rows[keep]
