@@ -18,7 +18,7 @@ cimport web10g._mnl as mnl
 from web10g._linux cimport nlmsghdr, genlmsghdr, nlattr, NLM_F_REQUEST, NLM_F_ACK
 from web10g._netlink cimport NetlinkSocket, nl_status, STAGE_DECODE, frames_ok
 
-from web10g._rows cimport grow_rows
+from web10g._rows cimport check_out, grow_rows
 from web10g import errors
 
 cnp.import_array()
@@ -184,16 +184,7 @@ cdef class Reader:
         return self.last.first_sec, self.last.first_usec, self.last.max_usec
 
     cdef object _check_out(self, out):
-        if out is None:
-            return np.empty(0, dtype=self.dtype)
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
-        if out.dtype != self.dtype:
-            raise TypeError("out has the wrong dtype for this selection: allocate it with "
-                            "agent.dtype(vars)")
-        if out.ndim != 1 or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out must be a writable, C-contiguous, one-dimensional array")
-        return out
+        return check_out(out, self.dtype)
 
     cdef void _prepare(self, w10g_es_sink *sink, cnp.ndarray out):
         memset(sink, 0, sizeof(w10g_es_sink))

@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Moving a decoder's spilled rows into a grown array (shared by both backends)."""
+"""The output array of a decode, shared by both backends: checked once before the nogil
+block, and grown afterwards with the rows that spilled past its end."""
 import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport free
@@ -22,3 +23,18 @@ cdef inline object grow_rows(object out, object dtype, char *rows, size_t itemsi
     finally:
         free(spill[0])
         spill[0] = NULL
+
+
+cdef inline object check_out(object out, object dtype):
+    """``out`` if it can take rows of ``dtype`` (exact dtype, 1-D, C-contiguous,
+    writable), an empty array of ``dtype`` for None; else a clear TypeError/ValueError."""
+    if out is None:
+        return np.empty(0, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError("out has the wrong dtype for this selection: allocate it with "
+                        "the dtype the agent reports (agent.dtype(vars))")
+    if out.ndim != 1 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writable, C-contiguous, one-dimensional array")
+    return out

@@ -23,7 +23,7 @@ from web10g._sockdiag cimport (
     w10g_sd_kind_width, w10g_flowtab_end_dump, w10g_flowtab_free, w10g_tcp_info_field,
     w10g_tcp_info_size,
 )
-from web10g._rows cimport grow_rows
+from web10g._rows cimport check_out, grow_rows
 from web10g import errors
 
 cnp.import_array()
@@ -138,16 +138,7 @@ cdef class Dumper:
         return self.flows.hits, self.flows.probes
 
     cdef object _check_out(self, out):
-        if out is None:
-            return np.empty(0, dtype=self.dtype)
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
-        if out.dtype != self.dtype:
-            raise TypeError("out has the wrong dtype for this selection: allocate it with "
-                            "the dtype the agent reports (agent.dtype(vars))")
-        if out.ndim != 1 or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out must be a writable, C-contiguous, one-dimensional array")
-        return out
+        return check_out(out, self.dtype)
 
     cdef object _finish(self, out, w10g_sd_sink *sink):
         """Move spilled rows into a grown array (x2, geometric); free the spill."""
@@ -294,10 +285,7 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
     _build_config(&cfg, dtype)
     cfg.flags = flags if flows is not None else flags & ~W10G_SD_DERIVED
     cfg.sysctl_timestamps, cfg.sysctl_sack, cfg.sysctl_ecn = sysctls
-    if out is None:
-        out = np.empty(0, dtype=dtype)
-    elif out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writable C-contiguous array of the given dtype")
+    out = check_out(out, dtype)
     memset(&sink, 0, sizeof(sink))
     sink.cfg = &cfg
     sink.rows = <char *>cnp.PyArray_DATA(out)
