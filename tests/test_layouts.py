@@ -1,8 +1,8 @@
 """One source of truth per layout: the C structs and tables against the numpy side."""
 import numpy as np
-from web10g._sockdiag import FIELD_KINDS, FIELD_NAMES, FIELD_WIDTHS, tcp_info_layout
 
 from web10g import mib
+from web10g._sockdiag import FIELD_KINDS, FIELD_NAMES, FIELD_WIDTHS, tcp_info_layout
 from web10g._tcpinfo import TCP_INFO_DTYPE, TCP_INFO_SIZE
 from web10g.sockdiag import META_FIELDS, SockDiagAgent
 
