@@ -87,3 +87,27 @@ def nlmsg(msg_type: int, flags: int, seq: int, pid: int, payload: bytes) -> byte
 def nlattr(atype: int, payload: bytes) -> bytes:
     n = 4 + len(payload)
     return struct.pack("=HH", n, atype) + payload + b"\0" * (-n % 4)
+
+
+def fuzz_cases(rng, seeds: list[bytes], *, random_cases: int, mutated: int,
+               max_random: int, max_edits: int, max_cut: int) -> list[bytes]:
+    """Inputs for the decoders' fuzz tests: random byte strings, then seeds with a few
+    random edits each (a byte changed, a run cut out, bytes inserted, a u16 length
+    field overwritten)."""
+    cases = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, max_random)))
+             for _ in range(random_cases)]
+    for _ in range(mutated):
+        d = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, max_edits)):
+            i = rng.randrange(len(d))
+            how = rng.random()
+            if how < 0.5:
+                d[i] = rng.getrandbits(8)
+            elif how < 0.7:
+                del d[i:i + rng.randrange(1, max_cut)]
+            elif how < 0.85:
+                d[i:i] = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 16)))
+            else:
+                struct.pack_into("=H", d, min(i, len(d) - 2) & ~1, rng.getrandbits(16))
+        cases.append(bytes(d))
+    return cases

@@ -258,3 +258,27 @@ def test_subcommand_in_a_subprocess(env):
                          capture_output=True, text=True, check=False, env=os.environ.copy())
     assert res.returncode == 0
     assert env["cid"] in [json.loads(ln)["cid"] for ln in res.stdout.splitlines()]
+
+
+def test_listconninfo_finds_owners_of_estats_rows_by_tuple(tcp_pair):
+    """estats rows carry no uid/inode: they are matched to the kernel's socket table by
+    4-tuple (here: real sockets, their uid/inode blanked as an estats row has them)."""
+    from web10g.cli.listconninfo import owners
+
+    lst, cli, _ = tcp_pair
+    with web10g.open("sock_diag") as a:
+        rows = a.list_conns()
+    mine = ((rows["local_port"] == cli.getsockname()[1])
+            & (rows["rem_port"] == lst.getsockname()[1]))
+    rows = rows[mine].copy()
+    rows["uid"], rows["inode"] = 0, 0
+
+    class EstatsLike:
+        backend = "estats"
+
+    uid, pid, _ = owners(EstatsLike(), rows)
+    assert uid.tolist() == [os.getuid()] and pid.tolist() == [os.getpid()]
+    stranger = rows.copy()
+    stranger["rem_port"] += 1                   # a tuple no socket has
+    uid, pid, cmd = owners(EstatsLike(), stranger)
+    assert uid.tolist() == [-1] and pid.tolist() == [-1] and cmd.tolist() == [""]

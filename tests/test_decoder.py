@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fuzz_cases
 
 from web10g import _pyref, _sockdiag, errors, mib
 from web10g._netlink import NetlinkSocket
@@ -177,24 +178,8 @@ def test_capacity_overflow_grows_and_loses_nothing(decoder, dtype):
 def test_fuzzed_datagrams_never_crash_and_decoders_agree(dtype):
     """Random and mutated datagrams: each decoder either decodes or raises
     MalformedReply, and both reach the same verdict and the same rows."""
-    rng = random.Random(4898)
-    seeds = load_recording()
-    cases = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 600)))
-             for _ in range(200)]
-    for _ in range(1500):
-        d = bytearray(rng.choice(seeds))
-        for _ in range(rng.randrange(1, 6)):
-            i = rng.randrange(len(d))
-            how = rng.random()
-            if how < 0.5:
-                d[i] = rng.getrandbits(8)
-            elif how < 0.7:
-                del d[i:i + rng.randrange(1, 40)]
-            elif how < 0.85:
-                d[i:i] = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 16)))
-            else:
-                struct.pack_into("=H", d, min(i, len(d) - 2) & ~1, rng.getrandbits(16))
-        cases.append(bytes(d))
+    cases = fuzz_cases(random.Random(4898), load_recording(), random_cases=200,
+                       mutated=1500, max_random=600, max_edits=6, max_cut=40)
     for case in cases:
         verdicts = []
         for dec in DECODERS.values():

@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import fuzz_cases
 
 from web10g import _pyref, errors
 from web10g.estats import EstatsAgent
@@ -96,22 +97,8 @@ def test_decoders_agree_and_survive_mutation(setup):
     for cmd in (CMD_READ_ALL, CMD_LIST_CONNS):
         decs = decoders(agent, cmd)
         seeds = [d for d in capture(fk, cmd) if struct.unpack_from("=H", d, 4)[0] != 2]
-        cases = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300)))
-                 for _ in range(100)]
-        for _ in range(800):
-            d = bytearray(rng.choice(seeds))
-            for _ in range(rng.randrange(1, 5)):
-                i = rng.randrange(len(d))
-                r = rng.random()
-                if r < 0.5:
-                    d[i] = rng.getrandbits(8)
-                elif r < 0.7:
-                    del d[i:i + rng.randrange(1, 24)]
-                elif r < 0.85:
-                    d[i:i] = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 12)))
-                else:
-                    struct.pack_into("=H", d, min(i, len(d) - 2) & ~1, rng.getrandbits(16))
-            cases.append(bytes(d))
+        cases = fuzz_cases(rng, seeds, random_cases=100, mutated=800, max_random=300,
+                           max_edits=5, max_cut=24)
         for case in cases:
             verdict = {}
             for name, dec in decs.items():

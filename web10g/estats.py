@@ -215,6 +215,8 @@ class EstatsAgent:
     def _client_side(rows: np.ndarray, filter: Any, states: Any, family: Any) -> np.ndarray:
         # The module filters only by activity; ports, addresses, states and families are
         # applied here, vectorised, with the same semantics as the kernel's bytecode.
+        if filter is None and states is None and family is None:
+            return rows
         keep = _filter.mask(filter, rows)
         if states is not None:
             mask_bits = parse_states(states)

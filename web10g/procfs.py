@@ -232,3 +232,14 @@ def socket_owners(inodes: np.ndarray | Iterable[int] | None = None, *,
     first[0] = True
     np.not_equal(ino[1:], ino[:-1], out=first[1:])
     return OwnerMap(ino[first], pid[first], cid[first], list(names))
+
+
+def owners_of(inodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pid, command) for each socket inode, from one pass over /proc: pid -1 and
+    command '' where no process holds it (TIME-WAIT, orphans, inode 0) or /proc hides
+    it (other users' processes, for an unprivileged caller)."""
+    inodes = np.asarray(inodes)
+    owners = socket_owners(inodes[inodes != 0])
+    pids, cmd_ids = owners.lookup(inodes)
+    names = np.array(owners.commands + [""], dtype=object)
+    return pids, names[np.where(cmd_ids < 0, len(owners.commands), cmd_ids)]

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from web10g import __version__, errors, mib
-from web10g import filter as _filter
 
 MAGIC = b"W10GRAW1"
 FRAME = struct.Struct("<2sBBqIII")
@@ -416,9 +415,6 @@ class ReplayAgent:
         if v.name not in pos:
             return np.zeros(len(rows), dtype=bool)
         return (rows["present"] & (1 << pos[v.name])) != 0
-
-    def mask(self, spec: Any, rows: np.ndarray) -> np.ndarray:
-        return _filter.mask(spec, rows)
 
     def write_var(self, *a: Any, **k: Any) -> None:
         raise errors.Web10GError("a recording cannot be written to")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +232,3 @@ class Sampler:
 def _copied(s: Snapshot) -> Snapshot:
     return Snapshot(s.seq, s.deadline, s.started, s.duration, s.rows.copy(), s.error)
 
-
-def rows_of(snapshots: Iterable[Snapshot]) -> list[np.ndarray]:
-    return [s.rows for s in snapshots if s.ok]

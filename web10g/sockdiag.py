@@ -422,10 +422,7 @@ class SockDiagAgent:
         """
         from web10g import procfs
 
-        owners = procfs.socket_owners(rows["inode"][rows["inode"] != 0])
-        pids, cmd_ids = owners.lookup(rows["inode"])
-        names = np.array(owners.commands + [""], dtype=object)
-        return pids, names[np.where(cmd_ids < 0, len(owners.commands), cmd_ids)]
+        return procfs.owners_of(rows["inode"])
 
     def closed(self, vars: None | str | Iterable[str] = None) -> np.ndarray:
         """Final statistics of the flows destroyed since the previous call.

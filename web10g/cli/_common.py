@@ -179,8 +179,7 @@ def ticks(interval: float, count: int | None, agent: Any = None) -> Iterator[int
     """Sample numbers at a fixed rate without drift: deadlines on the monotonic clock.
 
     A late sample does not shift the ones after it; deadlines missed entirely are
-    skipped (counted in ``missed``) rather than bunched up. ``count`` counts samples
-    taken, not deadlines.
+    skipped rather than bunched up. ``count`` counts samples taken, not deadlines.
     """
     if getattr(agent, "replay", False):
         interval = 0.0      # a recording is replayed as fast as it can be read
@@ -197,13 +196,8 @@ def ticks(interval: float, count: int | None, agent: Any = None) -> Iterator[int
             continue
         now = time.monotonic()
         if now > start + (slot + 1) * interval:      # a whole period late: skip ahead
-            behind = int((now - start) // interval) - slot
-            ticks.missed += behind                    # type: ignore[attr-defined]
-            slot += behind
+            slot = int((now - start) // interval)
         time.sleep(max(0.0, start + slot * interval - time.monotonic()))
-
-
-ticks.missed = 0  # type: ignore[attr-defined]
 
 
 def stop_on_sigterm() -> None:

@@ -32,20 +32,28 @@ def owners(agent, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
             with web10g.open("sock_diag") as sd:
                 table = sd.list_conns()
-            key = {(int(r["family"]), r["local_addr"].tobytes(), int(r["local_port"]),
-                    r["rem_addr"].tobytes(), int(r["rem_port"])): (int(r["uid"]), int(r["inode"]))
-                   for r in table}
-            for i, r in enumerate(rows):
-                hit = key.get((int(r["family"]), r["local_addr"].tobytes(), int(r["local_port"]),
-                               r["rem_addr"].tobytes(), int(r["rem_port"])))
-                if hit:
-                    uid[i], inode[i] = hit
         except OSError:
-            pass
-    owner = procfs.socket_owners(inode[inode > 0])
-    pids, cmd_ids = owner.lookup(inode)
-    names = np.array(owner.commands + [""], dtype=object)
-    return uid, pids, names[np.where(cmd_ids < 0, len(owner.commands), cmd_ids)]
+            table = rows[:0]
+        # match 4-tuples as raw bytes, vectorised: sort the table's keys, search ours
+        theirs, ours = _tuple_keys(table), _tuple_keys(rows)
+        order = np.argsort(theirs)
+        at = np.minimum(np.searchsorted(theirs, ours, sorter=order), max(len(table) - 1, 0))
+        if len(table):
+            hit = theirs[order[at]] == ours
+            uid[hit] = table["uid"][order[at]][hit]
+            inode[hit] = table["inode"][order[at]][hit]
+    pids, names = procfs.owners_of(inode)
+    return uid, pids, names
+
+
+def _tuple_keys(rows: np.ndarray) -> np.ndarray:
+    """family, local address/port, remote address/port of each row as one byte string."""
+    key = np.zeros(len(rows), dtype=[("f", "u1"), ("la", "V16"), ("lp", ">u2"),
+                                     ("ra", "V16"), ("rp", ">u2")])
+    key["f"], key["lp"], key["rp"] = rows["family"], rows["local_port"], rows["rem_port"]
+    key["la"] = rows["local_addr"].view("V16").ravel()
+    key["ra"] = rows["rem_addr"].view("V16").ravel()
+    return key.view("S37").ravel()
 
 
 def main(argv=None, prog="web10g-listconninfo") -> int:
