@@ -57,25 +57,19 @@ cdef inline char *put_u32(char *p, uint32_t v) noexcept nogil:
     return p + (12 - n)
 
 
-cdef inline char *put_u64(char *p, uint64_t v) noexcept nogil:
-    cdef char tmp[24]
-    cdef int n = 24
-    cdef uint64_t q
+cdef char *put_u64(char *p, uint64_t v) noexcept nogil:
+    # above 2^32 (rare: octet counters, rates), print the part above 10^9 and then nine
+    # zero-padded digits, so the 32-bit routine does the work
+    cdef uint32_t low
+    cdef int i
     if v <= <uint64_t>UINT32_MAX:
         return put_u32(p, <uint32_t>v)
-    while v >= 100:
-        q = v // 100
-        n -= 2
-        memcpy(&tmp[n], &DIGITS[2 * (v - q * 100)], 2)
-        v = q
-    if v >= 10:
-        n -= 2
-        memcpy(&tmp[n], &DIGITS[2 * v], 2)
-    else:
-        n -= 1
-        tmp[n] = <char>(48 + v)
-    memcpy(p, &tmp[n], 24 - n)
-    return p + (24 - n)
+    low = <uint32_t>(v % 1000000000)
+    p = put_u64(p, v // 1000000000)
+    for i in range(8, -1, -1):
+        p[i] = <char>(48 + low % 10)
+        low //= 10
+    return p + 9
 
 
 def format_rows(cnp.ndarray rows not None, columns, bytes sep=b",", bytes end=b"\n"):
