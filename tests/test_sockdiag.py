@@ -342,12 +342,13 @@ def test_derived_running_maxima(agent, tcp_pair):
 def test_availability_per_row(agent):
     lst, prs = pairs(1)
     c, s = prs[0]
-    port = c.getsockname()[1]
+    port, server_port = c.getsockname()[1], lst.getsockname()[1]
     c.close()                                         # active close: c ends in TIME_WAIT
     s.close()
     time.sleep(0.1)
     rows = agent.read_all(["SmoothedRTT", "cc_algorithm"], states=["time-wait"])
-    tw = rows[rows["local_port"] == port]
+    # both ports: an earlier test's TIME-WAIT may have had the same ephemeral port
+    tw = rows[(rows["local_port"] == port) & (rows["rem_port"] == server_port)]
     assert len(tw) == 1 and tw["state"][0] == 11
     assert not agent.available(tw, "SmoothedRTT").any()
     est = agent.read_all(["SmoothedRTT"], states="listen")

@@ -211,12 +211,14 @@ def test_time_wait_flow_cannot_be_written(agent: Any) -> None:
     lst = socket.create_server(("127.0.0.1", 0))
     cli = socket.create_connection(lst.getsockname())
     srv, _ = lst.accept()
-    port = cli.getsockname()[1]
+    port, server_port = cli.getsockname()[1], lst.getsockname()[1]
     cli.close()  # the side that closes first ends in TIME_WAIT
     srv.close()
     lst.close()
     rows = agent.list_conns()
-    tw = rows[(rows["local_port"] == port) & (rows["state"] == 11)]
+    # both ports: an earlier test's TIME-WAIT may have had the same ephemeral port
+    tw = rows[(rows["local_port"] == port) & (rows["rem_port"] == server_port)
+              & (rows["state"] == 11)]
     assert len(tw) == 1
     with pytest.raises(errors.FlowNotFound, match="TIME_WAIT") as exc:
         tune.write_var(tw[0], "LimRwin", 65536)
