@@ -18,7 +18,7 @@ sys.path.insert(0, _common.ROOT + "/tests")
 from fakekernel import FakeKernel  # noqa: E402
 
 from web10g import _pyref  # noqa: E402
-from web10g.estats import EstatsAgent  # noqa: E402
+from web10g.backends.estats import EstatsAgent  # noqa: E402
 
 
 def split_tap(raw: bytes) -> list[bytes]:

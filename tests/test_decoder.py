@@ -17,7 +17,8 @@ from conftest import fuzz_cases
 
 from web10g import _pyref, _sockdiag, errors, mib
 from web10g._netlink import NetlinkSocket
-from web10g.sockdiag import SockDiagAgent, available
+from web10g.backends.sockdiag import SockDiagAgent
+from web10g.rows import available
 
 DECODERS = {"c": _sockdiag.decode_datagrams, "python": _pyref.decode_datagrams}
 RECORDING = Path(__file__).with_name("data") / "sockdiag-dump.bin"

@@ -10,8 +10,8 @@ import pytest
 
 import web10g
 from web10g import errors, mib
-from web10g.estats import EstatsAgent
-from web10g.sockdiag import VariableUnavailable
+from web10g.backends.estats import EstatsAgent
+from web10g.errors import VariableUnavailable
 
 CMD_LIST_CONNS, CMD_READ_ALL, CMD_READ_VARS = 0, 1, 2
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import fuzz_cases
 
 from web10g import _pyref, errors
-from web10g.estats import EstatsAgent
+from web10g.backends.estats import EstatsAgent
 
 CMD_LIST_CONNS, CMD_READ_ALL, CMD_READ_VARS = 0, 1, 2
 

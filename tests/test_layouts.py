@@ -4,7 +4,7 @@ import numpy as np
 from web10g import mib
 from web10g._sockdiag import FIELD_KINDS, FIELD_NAMES, FIELD_WIDTHS, tcp_info_layout
 from web10g._tcpinfo import TCP_INFO_DTYPE, TCP_INFO_SIZE
-from web10g.sockdiag import META_FIELDS, SockDiagAgent
+from web10g.backends.sockdiag import META_FIELDS, SockDiagAgent
 
 
 def test_tcp_info_struct_matches_the_dtype():
@@ -42,7 +42,7 @@ def test_decoder_columns_are_the_registry_columns():
 
 
 def test_decoder_store_widths_match_the_dtypes():
-    dt = np.dtype(list(mib.IDENTITY_FIELDS) + META_FIELDS
+    dt = np.dtype(list(mib.IDENTITY_FIELDS) + [("timestamp", "i8"), ("present", "u2")] + META_FIELDS
                   + [(v.name, v.dtype) for v in mib.variables(backend="sock_diag")
                      if v.name != "tcp_info_len"], align=True)
     for name, kind, width in zip(FIELD_NAMES, FIELD_KINDS, FIELD_WIDTHS):

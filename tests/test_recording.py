@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import web10g
-from web10g.recording import EndOfRecording, Recorder, RecordingError, ReplayAgent
+from web10g.backends.replay import ReplayAgent
+from web10g.errors import EndOfRecording, RecordingError
+from web10g.recording import Recorder
 
 
 @pytest.fixture

@@ -215,7 +215,7 @@ def test_time_wait_flow_cannot_be_written(agent: Any) -> None:
     cli.close()  # the side that closes first ends in TIME_WAIT
     srv.close()
     lst.close()
-    rows = agent.list_conns()
+    rows = agent.list_conns(states="time-wait")
     # both ports: an earlier test's TIME-WAIT may have had the same ephemeral port
     tw = rows[(rows["local_port"] == port) & (rows["rem_port"] == server_port)
               & (rows["state"] == 11)]

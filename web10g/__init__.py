@@ -1,41 +1,51 @@
 """web10g: RFC 4898 TCP extended statistics for every flow, into numpy.
 
-``web10g.open()`` returns an agent; ``web10g.mib`` describes every variable. Submodules
-load on first use (PEP 562), so ``import web10g`` stays cheap and ``web10g.mib`` needs
-no compiled extension.
+``web10g.open()`` returns an :class:`~web10g.backends.base.Agent`; ``web10g.mib``
+describes every variable; ``web10g.rows`` holds the helpers for any backend's rows.
+Submodules load on first use (PEP 562), so ``import web10g`` stays cheap and
+``web10g.mib`` needs no compiled extension.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import os
+
+    from web10g.backends.base import Agent
+    from web10g.monitoring import Monitor
 
 __version__ = "0.1.0"
 
+# No public function shares a name with a submodule: importing the submodule would
+# replace the function on the package (web10g.monitor() once did that).
 _SUBMODULES = frozenset({
-    "agent", "errors", "estats", "filter", "genl", "mib", "netns", "procfs", "record",
-    "recording", "sockdiag", "sampler", "deltas", "frames", "monitor", "tune",
+    "backends", "errors", "filter", "genl", "mib", "netns", "procfs", "record",
+    "recording", "rows", "sampler", "deltas", "frames", "monitoring", "tune",
 })
 
 
 def to_pandas(source: Any, **kw: Any) -> Any:
-    """Snapshots as a pandas DataFrame; see :func:`web10g.frames.to_pandas`."""
+    """Snapshots (or a recording's path) as a pandas DataFrame; see
+    :func:`web10g.frames.to_pandas`."""
     from web10g.frames import to_pandas as _to_pandas
 
     return _to_pandas(source, **kw)
 
 
-def monitor(**kw: Any) -> Any:
-    """Sample the flows of a ``with`` block; see :func:`web10g.monitor.monitor`."""
-    from web10g.monitor import monitor as _monitor
+def monitor(**kw: Any) -> Monitor:
+    """Sample the flows of a ``with`` block; see :class:`web10g.monitoring.Monitor`."""
+    from web10g.monitoring import Monitor
 
-    return _monitor(**kw)
+    return Monitor(**kw)
 
 
 def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None,  # noqa: A001
-         replay: Any = None) -> Any:
+         replay: str | os.PathLike[str] | None = None) -> Agent:
     """Open an agent on ``backend`` ("auto", "sock_diag" or "estats"), or on a recording
-    with ``replay=PATH``; see :func:`web10g.agent.open`."""
-    from web10g.agent import open as _open
+    with ``replay=PATH``; see :func:`web10g.backends.open`."""
+    from web10g.backends import open as _open
 
     return _open(backend, netns=netns, peer=peer, replay=replay)
 

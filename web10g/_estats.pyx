@@ -197,7 +197,7 @@ cdef class Reader:
         self.last = sink[0]
         self.last.spill = NULL
         return grow_rows(out, self.dtype, sink.rows, sink.itemsize, sink.capacity,
-                         &sink.spill, sink.n, max(2 * sink.capacity, sink.n + sink.n // 4, 64))
+                         &sink.spill, sink.n, max(2 * sink.capacity, sink.n + sink.n // 4, <size_t>64))
 
     cdef object _error(self, nl_status *st, w10g_es_sink *sink, str call):
         if st.stage == STAGE_DECODE and st.err != 12:

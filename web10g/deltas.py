@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from web10g import mib
+from web10g import rows as _rows
 
 _NOT_VARIABLES = frozenset(name for name, _ in mib.IDENTITY_FIELDS) | {
     "timestamp", "present", "tcp_info_len"}
@@ -41,13 +42,7 @@ def counters(dtype: np.dtype) -> list[str]:
     return out
 
 
-def reported(rows: np.ndarray) -> np.ndarray:
-    """Rows whose statistics the kernel reported. A sock_diag row without tcp_info (a
-    TIME-WAIT or request socket) carries identity only: its zeros are not values, and
-    counters must not be differenced against them."""
-    if "tcp_info_len" in (rows.dtype.names or ()):
-        return (rows["present"] & 1) != 0
-    return np.ones(len(rows), dtype=bool)
+reported = _rows.reported
 
 
 def align(prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +181,8 @@ def summarize(snapshots: Sequence[np.ndarray], final: np.ndarray | None = None,
     for col in ("local_port", "rem_port", "family", "local_addr", "rem_addr"):
         if col in names:
             out[col] = rows[col][end]
+    if all(c in names for c in ("family", "local_addr", "rem_addr", "local_port", "rem_port")):
+        out["local"], out["remote"] = _rows.endpoints(rows[end])
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 import web10g
 from web10g import genl, mib
-from web10g.sockdiag import endpoints
+from web10g.rows import endpoints
 
 VARS = ["HCThruOctetsAcked", "HCThruOctetsReceived", "rtt_us", "CurCwnd", "SegsRetrans",
         "cc_algorithm"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import re
+from collections.abc import Iterable
 
 __all__ = [
     "Web10GError",
@@ -19,6 +21,17 @@ __all__ = [
     "FlowNotFound",
     "MissingCapability",
     "KernelTimeout",
+    "VariableUnavailable",
+    "UnknownVariable",
+    "UnknownColumn",
+    "LayoutMismatch",
+    "NotSupported",
+    "FilterError",
+    "RecordError",
+    "RecordingError",
+    "EndOfRecording",
+    "BackendUnavailable",
+    "ToolError",
     "from_errno",
 ]
 
@@ -63,6 +76,95 @@ class MissingCapability(Web10GError, PermissionError):
 
 class KernelTimeout(Web10GError, TimeoutError):
     """No reply arrived within the socket's timeout."""
+
+
+class VariableUnavailable(Web10GError, LookupError):
+    """A variable the chosen backend cannot supply on this kind of kernel."""
+
+
+class BackendUnavailable(Web10GError, RuntimeError):
+    """A backend that cannot run here (not built, or the kernel lacks what it needs);
+    the message says what to install or enable."""
+
+
+class UnknownVariable(Web10GError, KeyError, ValueError):
+    """A variable name that is in no table; ``suggestions`` holds close spellings."""
+
+    def __init__(self, name: object, suggestions: Iterable[str] = ()) -> None:
+        super().__init__(name)
+        self.name = name
+        self.suggestions = list(suggestions)
+
+    def __str__(self) -> str:  # KeyError.__str__ would repr() the whole message
+        msg = f"unknown variable {self.name!r}"
+        if self.suggestions:
+            msg += "; did you mean: " + ", ".join(self.suggestions) + "?"
+        return msg
+
+
+class UnknownColumn(UnknownVariable):
+    """A column name that a rows array does not have (``rows["MARK"]``)."""
+
+    def __str__(self) -> str:
+        msg = f"no column {self.name!r} in these rows"
+        if self.suggestions:
+            msg += "; did you mean: " + ", ".join(self.suggestions) + "?"
+        return msg
+
+
+class LayoutMismatch(Web10GError, ValueError):
+    """An INIT variable list that matches no known tcp_estats layout."""
+
+    def __init__(self, message: str, *, nearest: str | None = None,
+                 table: str | None = None, index: int | None = None,
+                 got: tuple[str, int] | None = None,
+                 expected: tuple[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.nearest, self.table, self.index = nearest, table, index
+        self.got, self.expected = got, expected
+
+
+class NotSupported(Web10GError, NotImplementedError):
+    """The kernel offers no way to do this (the message says what would work)."""
+
+
+class FilterError(Web10GError, ValueError):
+    """A filter that cannot be parsed or compiled. For text input, ``position`` indexes it."""
+
+    def __init__(self, reason: str, text: str | None = None, position: int | None = None):
+        self.reason, self.text, self.position = reason, text, position
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        if self.text is None or self.position is None:
+            return f"invalid filter: {self.reason}"
+        shown = re.sub(r"\s", " ", self.text)  # keep the caret aligned under tabs/newlines
+        return (f"invalid filter: {self.reason} at position {self.position}\n"
+                f"  {shown}\n  {' ' * self.position}^")
+
+
+class RecordError(MalformedReply):
+    """A classic record file that is damaged, truncated or not in the assumed layout."""
+
+    def __init__(self, offset: int, message: str) -> None:
+        self.offset = offset
+        super().__init__(f"record file, offset {offset} (0x{offset:x}): {message}")
+
+
+class RecordingError(MalformedReply):
+    """A recording that is damaged or truncated; ``offset`` is where."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        self.offset = offset
+        super().__init__(f"recording, offset {offset}: {message}")
+
+
+class EndOfRecording(Web10GError, EOFError):
+    """A replay has no more samples."""
+
+
+class ToolError(Web10GError):
+    """A failure a command-line tool reports as ``prog: message`` and exit status 1."""
 
 
 # What to do, by errno, when the call site has nothing more specific to say.

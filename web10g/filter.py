@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from web10g.errors import FilterError
+
 __all__ = [
     "FilterError", "Expr", "sport", "dport", "src", "dst", "parse", "compile", "to_python",
     "request_attr", "INET_DIAG_REQ_BYTECODE",
@@ -39,21 +41,6 @@ _V4MAPPED = b"\0" * 10 + b"\xff\xff"
 
 Pred = Callable[[int, bytes, int, bytes, int], bool]  # (family, laddr16, lport, raddr16, rport)
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class FilterError(ValueError):
-    """A filter that cannot be parsed or compiled. For text input, ``position`` indexes it."""
-
-    def __init__(self, reason: str, text: str | None = None, position: int | None = None):
-        self.reason, self.text, self.position = reason, text, position
-        super().__init__(reason)
-
-    def __str__(self) -> str:
-        if self.text is None or self.position is None:
-            return f"invalid filter: {self.reason}"
-        shown = re.sub(r"\s", " ", self.text)  # keep the caret aligned under tabs/newlines
-        return (f"invalid filter: {self.reason} at position {self.position}\n"
-                f"  {shown}\n  {' ' * self.position}^")
 
 
 # ---------------------------------------------------------------- expression tree

@@ -6,12 +6,14 @@ missing values (pandas' nullable dtypes), never zeros.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from web10g import mib
+from web10g import rows as _rows
 
 _IDENTITY = [name for name, _ in mib.IDENTITY_FIELDS]
 _HIDDEN = {"present", "tcp_info_len", "local_addr", "rem_addr", "family", "uid", "inode"}
@@ -26,40 +28,40 @@ def _pandas() -> Any:
 
 
 def _arrays(source: Any) -> list[np.ndarray]:
+    if isinstance(source, (str, os.PathLike)):
+        # a recording: every sample, decoded as a live read would be
+        from web10g.backends.replay import ReplayAgent
+
+        with ReplayAgent(source) as agent:
+            return list(agent.samples_iter(states="all"))
     if hasattr(source, "snapshots") and not callable(source.snapshots):
         source = source.snapshots
     elif hasattr(source, "snapshots"):
         source = source.snapshots()
     if isinstance(source, np.ndarray):
-        return [source]
+        return [source] if source.ndim else [source.reshape(1)]
+    if isinstance(source, np.void):
+        return [np.array([source], dtype=source.dtype)]
     out = []
     for item in source:
         if getattr(item, "error", None):
             continue
-        out.append(getattr(item, "rows", item))
+        rows = getattr(item, "rows", item)
+        if isinstance(rows, np.void):
+            rows = np.array([rows], dtype=rows.dtype)
+        out.append(rows)
     return out
-
-
-def _available(rows: np.ndarray, name: str) -> np.ndarray | None:
-    """Per-row availability for sock_diag rows (they carry present/tcp_info_len)."""
-    if "tcp_info_len" not in (rows.dtype.names or ()):
-        return None
-    from web10g.sockdiag import available
-
-    try:
-        return available(rows, name)
-    except LookupError:
-        return None
 
 
 def to_pandas(source: Any, *, form: str = "wide", names: Iterable[str] | None = None) -> Any:
     """A tidy, time-indexed DataFrame of every row of every snapshot.
 
-    ``source``: one rows array, a list of them (or of sampler Snapshots), a Sampler, or a
-    monitor result. ``form="wide"``: one row per flow per sample, index ``time``
-    (datetime64[ns], UTC), columns ``cid``, ``local``/``remote`` ("addr:port" text),
-    ``state`` (categorical RFC 4898 names), then the variables. ``form="long"``: columns
-    time, cid, variable, value. ``names`` limits the variables.
+    ``source``: one rows array, an iterable of them (or of sampler Snapshots), a Sampler,
+    a monitor result, or the path of a recording (``web10g logger --record``).
+    ``form="wide"``: one row per flow per sample, index ``time`` (datetime64[ns], UTC),
+    columns ``cid``, ``local``/``remote`` ("addr:port" text), ``state`` (categorical
+    RFC 4898 names), then the variables. ``form="long"``: columns time, cid, variable,
+    value. ``names`` limits the variables.
     """
     if form not in ("wide", "long"):
         raise ValueError("form must be 'wide' or 'long'")
@@ -68,9 +70,7 @@ def to_pandas(source: Any, *, form: str = "wide", names: Iterable[str] | None = 
     if not arrays:
         return pd.DataFrame()
     rows = np.concatenate(arrays)
-    from web10g.sockdiag import endpoints
-
-    local, remote = endpoints(rows)
+    local, remote = _rows.endpoints(rows)
     data: dict[str, Any] = {"cid": rows["cid"], "local": local, "remote": remote}
     data["state"] = pd.Categorical.from_codes(
         rows["state"].astype(np.int16) - 1 if len(rows) else [],
@@ -84,8 +84,9 @@ def to_pandas(source: Any, *, form: str = "wide", names: Iterable[str] | None = 
         if col.dtype.kind == "S":
             data[name] = pd.array(np.char.decode(col, "ascii", "replace"), dtype="string")
             continue
-        ok = _available(rows, name)
-        if ok is not None and not ok.all():
+        # per part: each part's dtype says what its `present` bits mean
+        ok = np.concatenate([_rows.available(a, name) for a in arrays])
+        if not ok.all():
             nullable = {"u": "UInt", "i": "Int", "f": "Float"}[col.dtype.kind]
             series = pd.array(col, dtype=f"{nullable}{col.dtype.itemsize * 8}")
             series[~ok] = pd.NA

@@ -18,6 +18,8 @@ from functools import cached_property
 
 import numpy as np
 
+from web10g.errors import LayoutMismatch, UnknownVariable
+
 __all__ = [
     "TABLES", "TABLE_TITLES", "STOCK_TABLE", "BACKENDS", "LAYOUTS", "MATCH_CLASSES",
     "TYPE_CODES", "TYPE_NAMES", "IDENTITY_FIELDS", "TIMESTAMP_FIELD", "FAMILY_INET",
@@ -86,33 +88,6 @@ def _kernel_to_rfc_state() -> np.ndarray:
 
 
 KERNEL_TO_RFC_STATE = _kernel_to_rfc_state()
-
-
-class UnknownVariable(KeyError, ValueError):
-    """A variable name that is in no table; ``suggestions`` holds close spellings."""
-
-    def __init__(self, name: object, suggestions: Iterable[str] = ()) -> None:
-        super().__init__(name)
-        self.name = name
-        self.suggestions = list(suggestions)
-
-    def __str__(self) -> str:  # KeyError.__str__ would repr() the whole message
-        msg = f"unknown variable {self.name!r}"
-        if self.suggestions:
-            msg += "; did you mean: " + ", ".join(self.suggestions) + "?"
-        return msg
-
-
-class LayoutMismatch(ValueError):
-    """An INIT variable list that matches no known tcp_estats layout."""
-
-    def __init__(self, message: str, *, nearest: str | None = None,
-                 table: str | None = None, index: int | None = None,
-                 got: tuple[str, int] | None = None,
-                 expected: tuple[str, int] | None = None) -> None:
-        super().__init__(message)
-        self.nearest, self.table, self.index = nearest, table, index
-        self.got, self.expected = got, expected
 
 
 @dataclass(frozen=True)

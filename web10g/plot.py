@@ -222,7 +222,7 @@ def plot_data(source: Any, *, vars: str | Sequence[str] = DEFAULT_VARS,
                 values[name][f, k] = rows[col] / 1000.0
         keep = ~np.isin(last["cid"], rows["cid"])
         last = np.concatenate([last[keep], rows])
-    from web10g.sockdiag import endpoints
+    from web10g.rows import endpoints
 
     label_rows = last[np.argsort(last["cid"])]
     at = np.searchsorted(label_rows["cid"], cids)

@@ -18,7 +18,12 @@ import pytest
 
 @pytest.fixture
 def web10g_monitor() -> Iterator[Callable[..., Any]]:
-    from web10g.monitor import Monitor
+    """Monitor the flows of a block: ``with web10g_monitor(filter="dport = :5201",
+    interval=0.05) as m: ...`` then ``m.result.summary()`` (one row per flow: bytes,
+    throughput, RTT percentiles, retransmits, cwnd range) and ``m.result.frame()``
+    (every sample). Takes the arguments of :func:`web10g.monitor`; monitors still
+    running when the test ends are stopped."""
+    from web10g.monitoring import Monitor
 
     made: list[Monitor] = []
 
@@ -31,4 +36,5 @@ def web10g_monitor() -> Iterator[Callable[..., Any]]:
     for m in made:
         if m.result is None:
             m._sampler.stop()
-            m._agent.close()
+            if m._own_agent:
+                m._agent.close()

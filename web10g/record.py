@@ -46,12 +46,7 @@ _REQUIRED = ("timestamp", "local_addr", "rem_addr", "local_port", "rem_port")
 _WEB10G = frozenset(name for lay in mib.LAYOUTS for name in mib.layout(lay).flat_names())
 
 
-class RecordError(errors.MalformedReply):
-    """A record file that is damaged, truncated or not in the assumed layout."""
-
-    def __init__(self, offset: int, message: str) -> None:
-        self.offset = offset
-        super().__init__(f"record file, offset {offset} (0x{offset:x}): {message}")
+RecordError = errors.RecordError
 
 
 # ----------------------------------------------------------------------------- checksum

@@ -41,16 +41,8 @@ CODEC_NONE, CODEC_ZLIB, CODEC_ZSTD = 0, 1, 2
 _QUEUE_SAMPLES = 32     # samples waiting for the compressor before sample() waits
 
 
-class RecordingError(errors.MalformedReply):
-    """A recording that is damaged or truncated; ``offset`` is where."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        self.offset = offset
-        super().__init__(f"recording, offset {offset}: {message}")
-
-
-class EndOfRecording(errors.Web10GError, EOFError):
-    """A replay has no more samples."""
+RecordingError = errors.RecordingError
+EndOfRecording = errors.EndOfRecording
 
 
 def _zstd() -> Any:
@@ -90,8 +82,10 @@ class Recorder:
 
     def __init__(self, path: str | os.PathLike, agent: Any, *, codec: str = "auto",
                  level: int = 3) -> None:
-        if agent.backend not in ("sock_diag", "estats"):
-            raise ValueError(f"cannot record from the {agent.backend} backend")
+        if not agent.capabilities.recordable:
+            raise errors.NotSupported(f"the {agent.backend} backend cannot be recorded "
+                                      "(it has no kernel replies to keep)")
+        state, self._tap = agent.recorder_state()
         zstd = _zstd()
         if codec == "auto":
             codec = "zstd" if zstd is not None else "zlib"
@@ -108,7 +102,7 @@ class Recorder:
         self.stored_bytes = 0
         self.flows = 0
         self._fh = open(path, "wb")  # noqa: SIM115 - closed in close()
-        header = json.dumps(self._header(agent)).encode()
+        header = json.dumps(self._header(agent, state)).encode()
         self._fh.write(MAGIC + struct.pack("<I", len(header)) + header)
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(_QUEUE_SAMPLES)
         self._error: BaseException | None = None
@@ -117,17 +111,13 @@ class Recorder:
         self._thread.start()
 
     @staticmethod
-    def _header(agent: Any) -> dict[str, Any]:
+    def _header(agent: Any, state: dict[str, Any]) -> dict[str, Any]:
         h: dict[str, Any] = {
             "format": 1, "web10g": __version__, "backend": agent.backend,
             "kernel": platform.release(), "host": socket.gethostname(),
             "created_ns": time.time_ns(),
         }
-        if agent.backend == "sock_diag":
-            h.update(sysctls=list(agent._sysctls), flags=agent._flags)
-        else:
-            h.update(tables=[[list(v) for v in t] for t in agent.tables],
-                     family_id=agent.family.id, usec_mult=agent._usec_mult)
+        h.update(state)         # what the backend's replay decoder needs
         return h
 
     def _writer(self) -> None:
@@ -149,7 +139,7 @@ class Recorder:
         return the rows (a view of the ``vars`` columns when given)."""
         if self._error is not None:
             raise RuntimeError(f"the recording writer failed: {self._error}") from self._error
-        sock = self.agent._sock
+        sock = self._tap
         sock.tap_start()
         try:
             rows = self.agent.read_all(None, **kw)
@@ -206,7 +196,9 @@ class Recording:
                 raise RecordingError("the header is not JSON", 12) from None
         self.data_offset = 12 + n
         self.backend = self.header.get("backend")
-        if self.backend not in ("sock_diag", "estats"):
+        from web10g.backends import REGISTRY
+
+        if not isinstance(self.backend, str) or self.backend not in REGISTRY:
             raise RecordingError(f"unknown backend {self.backend!r} in the header", 12)
 
     def frames(self) -> Iterator[tuple[int, list[bytes], list[int]]]:
@@ -252,173 +244,10 @@ class Recording:
                 offset += FRAME.size + stored_len
 
 
-class ReplayAgent:
-    """An agent whose samples come from a recording: ``web10g.open(replay=PATH)``.
+def __getattr__(name: str) -> Any:
+    # ReplayAgent moved to web10g.backends.replay; keep the old import working.
+    if name == "ReplayAgent":
+        from web10g.backends.replay import ReplayAgent
 
-    Each ``read_all()`` returns the next recorded sample (decoded by the same C code as
-    a live read); ``list_conns()``/``read_vars()`` look into the current sample. At the
-    end, :class:`EndOfRecording` (an EOFError).
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.recording = Recording(path)
-        self.backend = self.recording.backend
-        self.replay = True
-        h = self.recording.header
-        self._frames: Any = self.recording.frames()
-        self._current: tuple[int, list[bytes], list[int]] | None = None
-        self.samples = 0
-        if self.backend == "sock_diag":
-            from web10g._sockdiag import FlowTable
-
-            self._flags = int(h.get("flags", 0))
-            self._sysctls = tuple(h.get("sysctls", (1, 1, 2)))
-            self._flowtables: dict[Any, Any] = {}
-            self._FlowTable = FlowTable
-        else:
-            tables = [[(str(n), int(code)) for n, code in t] for t in h["tables"]]
-            self.tables = tables
-            self.layout = mib.identify_layout(tables)
-            self._readers: dict[Any, Any] = {}
-
-    # -- what the live agents offer ------------------------------------------------------
-    def variables(self) -> list[mib.Variable]:
-        if self.backend == "sock_diag":
-            return [v for v in mib.variables(backend="sock_diag") if v.name != "tcp_info_len"]
-        return self.layout.variables()
-
-    def dtype(self, vars: Any = None) -> np.dtype:
-        from web10g import estats, sockdiag
-
-        meta = sockdiag.META_FIELDS if self.backend == "sock_diag" else estats.META_FIELDS
-        usable = {v.name for v in self.variables()}
-        fields = list(mib.IDENTITY_FIELDS) + meta
-        if vars is None:
-            chosen = self.variables()
-        else:
-            names = [vars] if isinstance(vars, str) else list(vars)
-            chosen = []
-            for n in names:
-                if n in {f for f, _ in fields}:
-                    continue
-                v = mib.lookup(n)
-                if v.name not in usable:
-                    raise sockdiag.VariableUnavailable(
-                        f"{v.name} is not in this {self.backend} recording")
-                chosen.append(v)
-        return np.dtype(fields + [(v.name, v.dtype) for v in chosen], align=True)
-
-    def close(self) -> None:
-        self._frames.close()
-
-    def __enter__(self) -> ReplayAgent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<web10g agent backend={self.backend} replay={self.recording.path!r}>"
-
-    def _next(self) -> tuple[int, list[bytes], list[int]]:
-        try:
-            self._current = next(self._frames)
-        except StopIteration:
-            raise EndOfRecording(f"the recording {self.recording.path} has no more samples "
-                                 f"(after {self.samples})") from None
-        self.samples += 1
-        return self._current
-
-    def _decode(self, frame: tuple[int, list[bytes], list[int]], vars: Any) -> np.ndarray:
-        t_ns, dgrams, times = frame
-        dt = self.dtype(vars)
-        if self.backend == "sock_diag":
-            from web10g._sockdiag import DERIVED, decode_datagrams
-
-            key = dt
-            flows = self._flowtables.setdefault(key, self._FlowTable())
-            derived = any(v.sock_diag.match == "derived" for v in self.variables()
-                          if v.name in dt.names)
-            arr, n = decode_datagrams(dgrams, dt, timestamp_ns=t_ns, sysctls=self._sysctls,
-                                      flags=self._flags | (DERIVED if derived else 0),
-                                      flows=flows, timestamps=times)
-            return arr[:n]
-        reader = self._reader(dt)
-        arr, n = reader.decode(dgrams, 1)
-        return arr[:n]
-
-    def _reader(self, dt: np.dtype) -> Any:
-        reader = self._readers.get(dt)
-        if reader is None:
-            from web10g._estats import Reader
-            from web10g._netlink import NetlinkSocket
-            from web10g.estats import _WIDTHS
-
-            h = self.recording.header
-            pos, widths = {}, {}
-            for t, table in enumerate(self.tables):
-                for i, (name, code) in enumerate(table):
-                    pos[name] = (t, i)
-                    widths[(t, i)] = _WIDTHS[mib.wire_type_for(code, name)]
-            st = pos.get("State", (-1, -1))
-            # the decoder needs a socket object; it sends nothing on a replay
-            self._sink_sock = getattr(self, "_sink_sock", None) or NetlinkSocket(2)
-            reader = Reader(self._sink_sock, int(h["family_id"]), dt,
-                            {n: pos[n] for n in dt.names if n in pos}, widths, (0,) * 6,
-                            state_table=st[0], state_index=st[1],
-                            usec_mult=int(h.get("usec_mult", 1)))
-            self._readers[dt] = reader
-        return reader
-
-    def read_all(self, vars: Any = None, *, filter: Any = None, out: np.ndarray | None = None,
-                 states: Any = None, family: Any = None, **_: Any) -> np.ndarray:
-        rows = self._decode(self._next(), vars)
-        from web10g.estats import EstatsAgent
-
-        rows = EstatsAgent._client_side(rows, filter, states, family)
-        if out is not None and len(out) >= len(rows) and out.dtype == rows.dtype:
-            out[:len(rows)] = rows
-            return out[:len(rows)]
-        return rows
-
-    def samples_iter(self, vars: Any = None, **kw: Any) -> Iterator[np.ndarray]:
-        """Every remaining sample, in order."""
-        while True:
-            try:
-                yield self.read_all(vars, **kw)
-            except EndOfRecording:
-                return
-
-    def list_conns(self, *, filter: Any = None, states: Any = None,
-                   family: Any = None, **_: Any) -> np.ndarray:
-        frame = self._current or self._next()
-        rows = self._decode(frame, [])
-        from web10g.estats import EstatsAgent
-
-        return EstatsAgent._client_side(rows, filter, states, family)
-
-    def read_vars(self, cid: int, vars: Any = None) -> np.void:
-        frame = self._current or self._next()
-        rows = self._decode(frame, vars)
-        hit = np.flatnonzero(rows["cid"] == int(cid))
-        if not hit.size:
-            raise errors.FlowNotFound(f"flow {cid} is not in the current recorded sample")
-        return rows[hit[0]]
-
-    def available(self, rows: np.ndarray, name: str) -> np.ndarray:
-        if self.backend == "sock_diag":
-            from web10g.sockdiag import available
-
-            return available(rows, name)
-        v = mib.lookup(name)
-        pos = {n: t for t, table in enumerate(self.tables) for n, _ in table}
-        if v.name not in pos:
-            return np.zeros(len(rows), dtype=bool)
-        return (rows["present"] & (1 << pos[v.name])) != 0
-
-    def write_var(self, *a: Any, **k: Any) -> None:
-        raise errors.Web10GError("a recording cannot be written to")
-
-    def closed(self, vars: Any = None) -> np.ndarray:
-        raise errors.Web10GError("a recording holds samples only; closed flows are the "
-                                 "cids that stop appearing between samples")
+        return ReplayAgent
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

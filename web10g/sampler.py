@@ -7,6 +7,16 @@ slot keeps its array across laps, so steady-state sampling allocates nothing per
 the dumps run without the GIL. Missed deadlines, dropped samples and failed reads are
 counted and kept, never hidden; a failed read is a snapshot with ``error`` set and
 sampling goes on.
+
+Ring memory is bounded: ``max_bytes`` (default 256 MiB) caps the ring, so the number of
+snapshots kept is ``min(capacity, max_bytes // slot size)``, where a slot holds the flows
+the first read found (plus a quarter, and a slot grows when flows outnumber it). Slots
+are allocated when first used (``prefault=True`` allocates and touches every slot
+before sampling starts, for rates where a page fault would miss a deadline).
+
+On a recording (``agent.capabilities.live`` is False) the sampler replays every sample
+in order as fast as it can decode them (each row keeps its recorded time) and stops at
+the recording's end: ``finished`` is then True.
 """
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+DEFAULT_MAX_BYTES = 256 << 20
 
 @dataclass
 class Snapshot:
@@ -74,11 +85,14 @@ class Sampler:
 
     def __init__(self, agent: Any, vars: Any = None, *, interval: float,
                  filter: Any = None, states: Any = None, capacity: int = 1000,
-                 overwrite: bool = True, strict: bool = True) -> None:
+                 overwrite: bool = True, strict: bool = True,
+                 max_bytes: int = DEFAULT_MAX_BYTES, prefault: bool = False) -> None:
         if not interval > 0:
             raise ValueError("interval must be a positive number of seconds")
         if capacity < 2:
             raise ValueError("capacity must be at least 2 snapshots")
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
         self.interval = float(interval)
         self.capacity = int(capacity)
         self.overwrite = overwrite
@@ -86,29 +100,52 @@ class Sampler:
         self.filter = filter
         self.states = states
         self.stats = SamplerStats()
+        self.max_bytes = int(max_bytes)
+        self.live = bool(agent.capabilities.live)
+        self.finished = False                    # a replay reached its end
+        self._source = agent
         self._agent = agent.clone()              # the thread's own sockets
         self.dtype = self._agent.dtype(vars)
         self._read = self._agent.reader(vars, filter=filter, states=states)
-        self._slots: list[np.ndarray] = [np.empty(0, dtype=self.dtype) for _ in range(capacity)]
-        self._meta = [Snapshot(-1, 0.0, 0.0, 0.0, self._slots[k][:0]) for k in range(capacity)]
+        self._slots: list[np.ndarray | None] = [None] * capacity
+        self._slot_rows = 64
+        empty = np.empty(0, dtype=self.dtype)
+        self._meta = [Snapshot(-1, 0.0, 0.0, 0.0, empty) for k in range(capacity)]
         self._head = 0                           # next slot to write
         self._tail = 0                           # oldest snapshot not yet taken by read()
         self._count = 0                          # snapshots written
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._probe(strict)
+        self._probe(strict, prefault)
 
-    def _probe(self, strict: bool) -> None:
-        """One read before starting: an interval shorter than a read is reported now,
-        with the rate the flow count allows."""
+    @property
+    def ring_bytes(self) -> int:
+        """Bytes the ring's slots hold now."""
+        return sum(a.nbytes for a in self._slots if a is not None)
+
+    def _probe(self, strict: bool, prefault: bool) -> None:
+        """One read before starting: sizes the slots, and an interval shorter than a read
+        is reported now, with the rate the flow count allows."""
         t0 = time.perf_counter()
-        rows = self._read(self._slots[0])
+        rows = self._read(np.empty(64, dtype=self.dtype))
         took = time.perf_counter() - t0
-        # Size every slot now for the flows there are (plus room to grow), so a lap of
-        # the ring reuses memory instead of allocating it sample by sample.
-        size = max(64, int(len(rows) * 1.25) + 64)
-        self._slots = [np.empty(size, dtype=self.dtype) for _ in range(self.capacity)]
+        # Size the slots for the flows there are (plus room to grow), so a lap of the
+        # ring reuses memory instead of allocating it sample by sample; the byte budget
+        # decides how many snapshots the ring keeps.
+        self._slot_rows = max(64, int(len(rows) * 1.25) + 64)
+        slot_bytes = self._slot_rows * self.dtype.itemsize
+        self.capacity = max(2, min(self.capacity, self.max_bytes // slot_bytes))
+        del self._slots[self.capacity:], self._meta[self.capacity:]
+        if prefault:
+            for i in range(self.capacity):
+                self._slot(i).view(np.uint8).fill(0)
+        if not self.live:
+            # The probe took the recording's first sample: start again from the top.
+            self._agent.close()
+            self._agent = self._source.clone()
+            self._read = self._agent.reader(self.vars, filter=self.filter, states=self.states)
+            return
         if took > self.interval:
             msg = (f"an interval of {self.interval * 1000:g} ms is too short for "
                    f"{len(rows)} flows: one read takes {took * 1000:.1f} ms, so at most "
@@ -119,13 +156,19 @@ class Sampler:
                                  "variables (or strict=False to sample as fast as it can)")
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
+    def _slot(self, i: int) -> np.ndarray:
+        arr = self._slots[i]
+        if arr is None:
+            arr = self._slots[i] = np.empty(self._slot_rows, dtype=self.dtype)
+        return arr
+
     # -- the thread ------------------------------------------------------------------
     def _run(self) -> None:
         start = time.monotonic()
         slot = 0
         stats = self.stats
         while not self._stop.is_set():
-            deadline = start + slot * self.interval
+            deadline = start + slot * self.interval if self.live else time.monotonic()
             delay = deadline - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
@@ -145,13 +188,20 @@ class Sampler:
                 i = self._count % self.capacity
             started = time.monotonic()
             error = None
+            buf = self._slot(i)
             try:
-                rows = self._read(self._slots[i])
-                if rows.base is not None and rows.base is not self._slots[i]:
+                rows = self._read(buf)
+                if rows.base is not None and rows.base is not buf:
                     self._slots[i] = rows.base     # the slot grew: keep the larger array
+            except EOFError:                       # a replay's end: done, not a failure
+                self.finished = True
+                with self._cond:
+                    self._stop.set()
+                    self._cond.notify_all()
+                break
             except Exception as exc:  # noqa: BLE001 - a failed sample is recorded, not fatal
                 error = f"{type(exc).__name__}: {exc}"
-                rows = self._slots[i][:0]
+                rows = buf[:0]
                 stats.failed += 1
             took = time.monotonic() - started
             stats.record(took)
@@ -163,7 +213,7 @@ class Sampler:
                 self._cond.notify_all()
             slot += 1
             now = time.monotonic()
-            if now > start + (slot + 1) * self.interval:       # a whole period late
+            if self.live and now > start + (slot + 1) * self.interval:  # a period late
                 behind = int((now - start) // self.interval) - slot
                 stats.missed += behind
                 slot += behind
@@ -230,5 +280,7 @@ class Sampler:
 
 
 def _copied(s: Snapshot) -> Snapshot:
-    return Snapshot(s.seq, s.deadline, s.started, s.duration, s.rows.copy(), s.error)
+    from web10g.rows import copy
+
+    return Snapshot(s.seq, s.deadline, s.started, s.duration, copy(s.rows), s.error)
 

@@ -33,8 +33,7 @@ __all__ = ["NotSupported", "WritableSpec", "WRITABLE", "UNSUPPORTED", "find_sock
            "duplicated", "write_var", "read_tunables", "kill"]
 
 
-class NotSupported(errors.Web10GError, NotImplementedError):
-    """The stock kernel offers no way to do this (the message says what would work)."""
+NotSupported = errors.NotSupported
 
 
 TCP_MAXSEG, TCP_WINDOW_CLAMP, TCP_CONGESTION, TCP_NOTSENT_LOWAT = 2, 10, 13, 25  # linux/tcp.h

@@ -28,8 +28,7 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message}\n")
 
 
-class ToolError(Exception):
-    """A failure a tool reports as ``prog: message`` and exit status 1."""
+ToolError = errors.ToolError     # a failure a tool reports as ``prog: message``, status 1
 
 
 def fail(prog: str, message: object, code: int = 1) -> int:
@@ -66,7 +65,9 @@ def run_tool(prog: str, body: Any) -> int:
 # -- common arguments --------------------------------------------------------------------
 
 def add_backend(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("auto", "sock_diag", "estats"), default="auto",
+    from web10g.backends import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="kernel interface (auto: estats when the Web10G module is loaded)")
     p.add_argument("--netns", help="network namespace (sock_diag): a name, path or pid")
     p.add_argument("--replay", metavar="FILE",

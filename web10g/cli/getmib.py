@@ -12,12 +12,13 @@ import sys
 
 import web10g
 from web10g import errors, mib
+from web10g.backends import BACKENDS
 from web10g.cli._common import ArgumentParser, fail, print_json
 
 
 def _parser(prog: str) -> ArgumentParser:
     p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    p.add_argument("--backend", choices=("auto", "estats", "sock_diag"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="whose variables to list (auto: estats when the Web10G kernel "
                         "module is loaded, else sock_diag)")
     p.add_argument("--builtin", nargs="?", const="head", choices=mib.LAYOUTS, metavar="LAYOUT",
@@ -68,17 +69,17 @@ def main(argv: list[str] | None = None, prog: str = "web10g-getmib") -> int:
     except (OSError, errors.Web10GError, ValueError) as exc:
         return fail(prog, exc)
     with agent:
-        if agent.backend == "estats":
+        variables = agent.variables()
+        if agent.mib_tables is not None:
             # the module's own INIT reply, verbatim, as the classic tool prints it
             if args.json:
                 print_json([{"table": mib.TABLES[t], "index": i, "name": name,
                              "type_code": code}
-                            for t, table in enumerate(agent.tables)
+                            for t, table in enumerate(agent.mib_tables)
                             for i, (name, code) in enumerate(table)])
             else:
-                sys.stdout.write(mib.format_getmib(agent.tables))
+                sys.stdout.write(mib.format_getmib(agent.mib_tables))
             return 0
-    variables = mib.variables(backend="sock_diag")
     if args.json:
         print_json([_as_dict(v) for v in variables])
     else:

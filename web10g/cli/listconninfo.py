@@ -15,45 +15,11 @@ HEADER = ("CID      cmdline      PID      UID      LocalAddr            LocalPor
 
 
 def owners(agent, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(uid, pid, command) per row; uid/pid -1 when unknown.
-
-    sock_diag rows carry uid and inode. estats rows do not: the same kernel's sock_diag
-    tables are matched by 4-tuple to find them (best effort, as the classic tool's
-    /proc/net/tcp pass).
-    """
-    from web10g import procfs
-
-    uid = rows["uid"].astype(np.int64)
-    inode = rows["inode"].astype(np.int64)
-    if agent.backend != "sock_diag":
-        uid[:] = -1
-        try:
-            import web10g
-
-            with web10g.open("sock_diag") as sd:
-                table = sd.list_conns()
-        except OSError:
-            table = rows[:0]
-        # match 4-tuples as raw bytes, vectorised: sort the table's keys, search ours
-        theirs, ours = _tuple_keys(table), _tuple_keys(rows)
-        order = np.argsort(theirs)
-        at = np.minimum(np.searchsorted(theirs, ours, sorter=order), max(len(table) - 1, 0))
-        if len(table):
-            hit = theirs[order[at]] == ours
-            uid[hit] = table["uid"][order[at]][hit]
-            inode[hit] = table["inode"][order[at]][hit]
-    pids, names = procfs.owners_of(inode)
+    """(uid, pid, command) per row; uid/pid -1 when unknown (the agent finds them: from
+    the rows where they carry uid and inode, else by matching sockets)."""
+    uid, _ = agent.socket_ids(rows)
+    pids, names = agent.owners(rows)
     return uid, pids, names
-
-
-def _tuple_keys(rows: np.ndarray) -> np.ndarray:
-    """family, local address/port, remote address/port of each row as one byte string."""
-    key = np.zeros(len(rows), dtype=[("f", "u1"), ("la", "V16"), ("lp", ">u2"),
-                                     ("ra", "V16"), ("rp", ">u2")])
-    key["f"], key["lp"], key["rp"] = rows["family"], rows["local_port"], rows["rem_port"]
-    key["la"] = rows["local_addr"].view("V16").ravel()
-    key["ra"] = rows["rem_addr"].view("V16").ravel()
-    return key.view("S37").ravel()
 
 
 def main(argv=None, prog="web10g-listconninfo") -> int:
@@ -64,7 +30,7 @@ def main(argv=None, prog="web10g-listconninfo") -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        from web10g.sockdiag import addresses
+        from web10g.rows import addresses
 
         with c.open_agent(args) as agent:
             rows = connections(agent, args)

@@ -14,7 +14,7 @@ HEADER = ("CID      LocalAddr            LocalPort RemAddr              RemPort 
 def default_states(agent, args):
     if args.states:
         return [s.strip() for s in args.states.split(",")]
-    return "open" if agent.backend == "sock_diag" else None
+    return None         # the package's one rule: open connections
 
 
 def connections(agent, args) -> np.ndarray:
@@ -30,7 +30,7 @@ def main(argv=None, prog="web10g-listconns") -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        from web10g.sockdiag import addresses
+        from web10g.rows import addresses
 
         with c.open_agent(args) as agent:
             rows = connections(agent, args)

@@ -54,7 +54,7 @@ def main(argv=None, prog="web10g-logger") -> int:
                     # (memory, congestion-control, shutdown info) nobody prints
                     names = [v.name for v in agent.variables() if not v.is_stock]
                 states = ([s.strip() for s in args.states.split(",")] if args.states
-                          else "open" if agent.backend == "sock_diag" else None)
+                          else None)
                 if args.record:
                     from web10g.recording import Recorder
 

@@ -13,7 +13,6 @@ fake kernel in tests/fakekernel.
 from __future__ import annotations
 
 import errno
-import socket
 import struct
 import time
 from collections.abc import Iterable
@@ -22,19 +21,17 @@ from typing import Any
 import numpy as np
 
 from web10g import errors, genl, mib
-from web10g import filter as _filter
+from web10g import rows as _rows
 from web10g._estats import Reader
 from web10g._netlink import NetlinkSocket, parse_attrs
-from web10g.sockdiag import VariableUnavailable, parse_states
+from web10g.backends.base import BaseAgent, Capabilities, Vars, _vars_key
+
+VariableUnavailable = errors.VariableUnavailable
 
 NETLINK_USERSOCK = 2
 NETLINK_GENERIC = 16
 CMD_WRITE_VAR, CMD_INIT, CMD_TIMESTAMP = 3, 4, 5
-META_FIELDS = [("timestamp", "i8"), ("present", "u2")]
-_ALWAYS = frozenset(name for name, _ in mib.IDENTITY_FIELDS) | {"timestamp", "present"}
 _WIDTHS = {"u8": 1, "u16": 2, "u32": 4, "s32": 4, "u64": 8}
-# Kernel TCP state bit (idiag_states numbering, as parse_states returns) -> RFC 4898 state.
-_KERNEL_BIT_TO_RFC = {k: int(mib.KERNEL_TO_RFC_STATE[k]) for k in range(1, 14)}
 # Replies are ~1.2 KB; the receive queue must hold a whole watch-list batch of them.
 _RCVBUF = 4 << 20
 
@@ -48,10 +45,19 @@ def _attr(atype: int, payload: bytes) -> bytes:
     return struct.pack("=HH", n, atype) + payload + b"\0" * (-n % 4)
 
 
-class EstatsAgent:
-    """Reads every connection the Web10G kernel instruments. Use :func:`web10g.open`."""
+class EstatsAgent(BaseAgent):
+    """Reads every connection the Web10G kernel instruments. Use :func:`web10g.open`.
+
+    One thread at a time (a second thread gets a clear RuntimeError); ``clone()`` for
+    another.
+    """
 
     backend = "estats"
+    capabilities = Capabilities(
+        live=True, closed_flows=False, owners=True, kill=True,
+        writable=frozenset(("LimCwnd", "LimRwin")), recordable=True,
+        kernel_filter=False, activity_filter=True, namespaces=False, uid_inode=False,
+        present_unit="MIB table (perf, path, stack, app, tune, extras)")
 
     def __init__(self, *, peer: int | None = None, netns: Any = None,
                  timeout: float = 5.0) -> None:
@@ -71,30 +77,19 @@ class EstatsAgent:
         except BaseException:
             self._sock.close()
             raise
-        self._positions: dict[str, tuple[int, int]] = {}
-        self._widths: dict[tuple[int, int], int] = {}
-        for t, table in enumerate(self.tables):
-            for i, (name, code) in enumerate(table):
-                self._positions[name] = (t, i)
-                self._widths[(t, i)] = _WIDTHS[mib.wire_type_for(code, name)]
+        self._positions, self._widths = _positions(self.tables)
         # NEA_TIME_USEC carries nanoseconds from tag kernel-5.0 on (ABI section 9), and
         # only the HEAD layout can be that tag: decide from the first sample there.
         self._usec_mult = 1 if self.layout.name == "head" else 1000
         self._time_settled = self.layout.name != "head"
         self._readers: dict[Any, Reader] = {}
-        self._buffers: dict[Any, np.ndarray] = {}
+        self._seen: dict[Any, int] = {}
         self.notes: list[str] = []
 
     # -- lifetime --------------------------------------------------------------------
     def close(self) -> None:
         self._readers.clear()
         self._sock.close()
-
-    def __enter__(self) -> EstatsAgent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         where = f" peer={self.peer}" if self.peer is not None else ""
@@ -103,12 +98,6 @@ class EstatsAgent:
     def clone(self) -> EstatsAgent:
         """An independent agent on the same module (for another thread)."""
         return EstatsAgent(peer=self.peer, timeout=self._timeout)
-
-    def sampler(self, vars: Any = None, *, interval: float, **kw: Any) -> Any:
-        """A background sampler: see :class:`web10g.sampler.Sampler`."""
-        from web10g.sampler import Sampler
-
-        return Sampler(self, vars, interval=interval, **kw)
 
     # -- the module's MIB -------------------------------------------------------------
     def _init(self) -> list[list[tuple[str, int]]]:
@@ -136,39 +125,25 @@ class EstatsAgent:
         """The variables of the running module's layout, in wire order."""
         return self.layout.variables()
 
-    def _select(self, vars: None | str | Iterable[Any]) -> list[mib.Variable]:
-        if vars is None:
-            return self.variables()
-        names = [vars] if isinstance(vars, str) else list(vars)
-        out: list[mib.Variable] = []
-        for name in names:
-            if name in _ALWAYS:
-                continue
-            v = mib.lookup(name) if isinstance(name, str) else name
-            if v.name not in self._positions:
-                where = ("a stock-kernel (sock_diag) extra" if v.is_stock else
-                         f"not in this module's layout ({self.layout.name})")
-                raise VariableUnavailable(
-                    f"{v.name} is not available on the estats backend: {where}")
-            if any(o.name == v.name for o in out):
-                raise ValueError(f"variable {v.name} is selected twice")
-            out.append(v)
-        return out
+    @property
+    def mib_tables(self) -> list[list[tuple[str, int]]]:
+        """The module's own INIT description: (name, type code) by table."""
+        return self.tables
 
-    def dtype(self, vars: None | str | Iterable[Any] = None) -> np.dtype:
-        """The dtype of ``read_all(vars)`` rows: identity, metadata, then the variables."""
-        fields: list[Any] = list(mib.IDENTITY_FIELDS) + META_FIELDS
-        fields += [(v.name, v.dtype) for v in self._select(vars)]
-        return np.dtype(fields, align=True)
+    def _unavailable_reason(self, v: mib.Variable) -> str:
+        where = ("a stock-kernel (sock_diag) extra" if v.is_stock else
+                 f"not in this module's layout ({self.layout.name})")
+        return f"{v.name} is not available on the estats backend: {where}"
+
+    def _presence(self, selected: list[mib.Variable]) -> _rows.Presence:
+        return presence(selected, self._positions)
 
     def _reader(self, vars: Any, identity_only: bool = False) -> tuple[Reader, Any]:
-        key = ("ids",) if identity_only else (
-            None if vars is None else (vars,) if isinstance(vars, str)
-            else tuple(v if isinstance(v, str) else v.name for v in vars))
+        key = ("ids",) if identity_only else _vars_key(vars)
         reader = self._readers.get(key)
         if reader is None:
             if identity_only:
-                dt = np.dtype(list(mib.IDENTITY_FIELDS) + META_FIELDS, align=True)
+                dt = _rows.row_dtype(list(_rows.IDENTITY_FIELDS) + _rows.META_FIELDS, None)
                 selected: list[mib.Variable] = []
             else:
                 selected = self._select(vars)
@@ -183,7 +158,7 @@ class EstatsAgent:
                             self._widths, self.layout.mask(names), state_table=st_t,
                             state_index=st_i, usec_mult=self._usec_mult)
             self._readers[key] = reader
-            self._buffers[key] = np.empty(0, dtype=dt)
+            self._seen[key] = 0
         return reader, key
 
     def _settle_time(self, reader: Reader, rows: np.ndarray) -> None:
@@ -211,57 +186,36 @@ class EstatsAgent:
             return None
         return self.timestamp(int(active_within))
 
-    @staticmethod
-    def _client_side(rows: np.ndarray, filter: Any, states: Any, family: Any) -> np.ndarray:
-        # The module filters only by activity; ports, addresses, states and families are
-        # applied here, vectorised, with the same semantics as the kernel's bytecode.
-        if filter is None and states is None and family is None:
-            return rows
-        keep = _filter.mask(filter, rows)
-        if states is not None:
-            mask_bits = parse_states(states)
-            wanted = {rfc for bit, rfc in _KERNEL_BIT_TO_RFC.items() if mask_bits >> bit & 1}
-            keep &= np.isin(rows["state"], list(wanted))
-        if family is not None:
-            fam = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, 4: socket.AF_INET,
-                   6: socket.AF_INET6}.get(family, family)
-            keep &= rows["family"] == fam
-        return rows if keep.all() else rows[keep]
-
     # -- the API ---------------------------------------------------------------------
-    def read_all(self, vars: None | str | Iterable[Any] = None, *, filter: Any = None,
+    def read_all(self, vars: Vars = None, *, filter: Any = None,
                  out: np.ndarray | None = None, states: Any = None, family: Any = None,
                  active_within: float | None = None) -> np.ndarray:
         """One row per connection: identity, timestamp, metadata, one column per variable.
 
         ``active_within`` (ms) asks the module for connections active that recently (its
-        TIMESTAMP token filter). ``filter``/``states``/``family`` as on sock_diag.
+        TIMESTAMP token filter). ``filter``/``states``/``family`` as on sock_diag, applied
+        here with the kernel's semantics (the module filters by activity only);
+        ``states=None`` keeps every connection the module lists (which is what
+        "open" means on a Web10G kernel). ``out`` as on every backend.
         """
         reader, key = self._reader(vars)
-        arr, n, _ = reader.read_all(self._buffers[key] if out is None else out,
-                                    self._token(active_within))
-        if out is None:
-            self._buffers[key] = arr
-        rows = arr[:n]
-        self._settle_time(reader, rows)
-        return self._client_side(rows, filter, states, family)
-
-    def reader(self, vars: Any = None, *, filter: Any = None, states: Any = None,
-               family: Any = None) -> Any:
-        """``read(out) -> rows`` for one fixed selection (see SockDiagAgent.reader)."""
-        def read(out: np.ndarray) -> np.ndarray:
-            return self.read_all(vars, filter=filter, states=states, family=family, out=out)
-        return read
+        filtering = filter is not None or states is not None or family is not None
+        target = self._target(reader.dtype, out, filtering, self._seen[key])
+        arr, n, _ = reader.read_all(target, self._token(active_within))
+        self._seen[key] = n
+        self._settle_time(reader, arr[:n])
+        keep = _rows.select(arr[:n], filter, states, family, default_states=False)
+        return self._deliver(arr, n, keep, out, target)
 
     def list_conns(self, *, filter: Any = None, states: Any = None, family: Any = None,
                    active_within: float | None = None) -> np.ndarray:
         """Every connection's identity (LIST_CONNS; state needs no extra request here)."""
-        reader, _ = self._reader(None, identity_only=True)
-        arr, n, _ = reader.list_conns(None, self._token(active_within))
-        rows = arr[:n].copy()
-        if filter is None and states is None and family is None:
-            return rows
-        return self._client_side(rows, filter, states, family)
+        reader, key = self._reader(None, identity_only=True)
+        target = self._fresh(reader.dtype, self._seen[key])
+        arr, n, _ = reader.list_conns(target, self._token(active_within))
+        self._seen[key] = n
+        keep = _rows.select(arr[:n], filter, states, family, default_states=False)
+        return self._deliver(arr, n, keep, None, target)
 
     def read_vars(self, cid: int, vars: None | str | Iterable[Any] = None) -> np.void:
         """One connection's record (READ_VARS). Raises FlowNotFound when it has gone."""
@@ -347,18 +301,148 @@ class EstatsAgent:
         """Registry variables this module's layout does not have."""
         return {v.name for v in mib.variables() if not v.is_stock} - set(self._positions)
 
-    def available(self, rows: np.ndarray, name: str) -> np.ndarray:
-        """Per row: did the module report ``name``'s table in that message?"""
-        if name in _ALWAYS:
-            return np.ones(len(rows), dtype=bool)
-        v = mib.lookup(name)
-        if v.name not in self._positions:
-            return np.zeros(len(rows), dtype=bool)
-        table = self._positions[v.name][0]
-        return (rows["present"] & (1 << table)) != 0
+    def _no_closed_reason(self) -> str:
+        return ("the Web10G module sends no end-of-flow notifications (its multicast group "
+                "is never used); set net.ipv4.estats_delay a little above your sampling "
+                "interval so closed connections stay readable for one more read_all()")
 
-    def closed(self, vars: Any = None) -> np.ndarray:
-        raise errors.Web10GError(
-            "the Web10G module sends no end-of-flow notifications (its multicast group is "
-            "never used); set net.ipv4.estats_delay a little above your sampling interval so "
-            "closed connections stay readable for one more read_all()")
+    # -- owners and kills, through the same kernel's sock_diag ------------------------------
+    def socket_ids(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(uid, inode) of each row: tcp_estats carries neither, so the same kernel's
+        sock_diag table is matched by 4-tuple (best effort, as the classic tool's
+        /proc/net/tcp pass); -1 where no socket matches."""
+        uid = np.full(len(rows), -1, dtype=np.int64)
+        inode = np.full(len(rows), -1, dtype=np.int64)
+        table, at, hit = self._match(rows)
+        uid[hit] = table["uid"][at[hit]]
+        inode[hit] = table["inode"][at[hit]]
+        return uid, inode
+
+    def _match(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from web10g.backends.sockdiag import SockDiagAgent
+
+        try:
+            with SockDiagAgent() as sd:
+                table = sd.list_conns(states="all")
+        except OSError:
+            return rows[:0], np.zeros(len(rows), dtype=np.intp), np.zeros(len(rows), bool)
+        theirs, ours = _tuple_keys(table), _tuple_keys(rows)
+        order = np.argsort(theirs)
+        pos = np.minimum(np.searchsorted(theirs, ours, sorter=order), max(len(table) - 1, 0))
+        if not len(table):
+            return table, np.zeros(len(rows), dtype=np.intp), np.zeros(len(rows), bool)
+        at = order[pos]
+        return table, at, theirs[at] == ours
+
+    def owners(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pid, command) of each row's socket (see ``socket_ids``), from /proc."""
+        from web10g import procfs
+
+        _, inode = self.socket_ids(rows)
+        pids, names = procfs.owners_of(np.where(inode < 0, 0, inode).astype(np.uint32))
+        pids = np.where(inode < 0, -1, pids)
+        return pids, names
+
+    def kill(self, cid: int) -> None:
+        """Abort one connection: SOCK_DESTROY on the sock_diag socket with its 4-tuple
+        (the Web10G module has no such command). Needs CAP_NET_ADMIN."""
+        from web10g import tune
+        from web10g.backends.sockdiag import SockDiagAgent
+
+        rows = self.list_conns(states="all")
+        rows = rows[rows["cid"] == int(cid)]
+        if not len(rows):
+            raise errors.FlowNotFound(f"connection {cid} does not exist (any more)")
+        table, at, hit = self._match(rows)
+        if not hit[0]:
+            raise errors.FlowNotFound(f"connection {cid} has no socket in this network "
+                                      "namespace's sock_diag table (it closed)")
+        with SockDiagAgent() as sd:
+            tune.kill(sd._sock, table[at[0]])
+
+    # -- recordings -------------------------------------------------------------------------
+    def recorder_state(self) -> tuple[dict[str, Any], Any]:
+        return ({"tables": [[list(v) for v in t] for t in self.tables],
+                 "family_id": self.family.id, "usec_mult": self._usec_mult}, self._sock)
+
+    @staticmethod
+    def replay_decoder(header: dict[str, Any]) -> ReplayDecoder:
+        return ReplayDecoder(header)
+
+
+def _positions(tables: list[list[tuple[str, int]]]
+               ) -> tuple[dict[str, tuple[int, int]], dict[tuple[int, int], int]]:
+    """{name: (table, index)} and {(table, index): wire width} of an INIT description."""
+    positions: dict[str, tuple[int, int]] = {}
+    widths: dict[tuple[int, int], int] = {}
+    for t, table in enumerate(tables):
+        for i, (name, code) in enumerate(table):
+            positions[name] = (t, i)
+            widths[(t, i)] = _WIDTHS[mib.wire_type_for(code, name)]
+    return positions, widths
+
+
+def presence(selected: list[mib.Variable], positions: dict[str, tuple[int, int]]
+             ) -> _rows.Presence:
+    """What `present` means in estats rows: bit t = table t was in the message."""
+    return _rows.Presence("estats", {v.name: 1 << positions[v.name][0] for v in selected
+                                     if v.name in positions})
+
+
+def _tuple_keys(rows: np.ndarray) -> np.ndarray:
+    """family, local address/port, remote address/port of each row as one byte string."""
+    key = np.zeros(len(rows), dtype=[("f", "u1"), ("la", "V16"), ("lp", ">u2"),
+                                     ("ra", "V16"), ("rp", ">u2")])
+    key["f"], key["lp"], key["rp"] = rows["family"], rows["local_port"], rows["rem_port"]
+    key["la"] = rows["local_addr"].view("V16").ravel()
+    key["ra"] = rows["rem_addr"].view("V16").ravel()
+    return key.view("S37").ravel()
+
+
+class ReplayDecoder:
+    """Decodes an estats recording's messages with the live C decoder."""
+
+    backend = "estats"
+    meta_fields: list[tuple[str, str]] = []
+
+    def __init__(self, header: dict[str, Any]) -> None:
+        tables = header.get("tables")
+        try:
+            if not isinstance(tables, list) or len(tables) != len(mib.TABLES):
+                raise TypeError
+            self.tables = [[(str(n), int(code)) for n, code in t] for t in tables]
+            self.family_id = int(header.get("family_id", 0))
+            self.usec_mult = int(header.get("usec_mult", 1))
+        except (TypeError, ValueError):
+            raise errors.RecordingError("the header's estats tables are not a list of "
+                                        "(name, type) lists per MIB table", 12) from None
+        if not (0 <= self.family_id <= 0xFFFF and self.usec_mult in (1, 1000)):
+            raise errors.RecordingError("the header's family_id/usec_mult are out of range",
+                                        12)
+        self.layout = mib.identify_layout(self.tables)
+        self._positions, self._widths = _positions(self.tables)
+        self._readers: dict[np.dtype, Reader] = {}
+        self._sink: NetlinkSocket | None = None
+
+    def variables(self) -> list[mib.Variable]:
+        return self.layout.variables()
+
+    def presence(self, selected: list[mib.Variable]) -> _rows.Presence:
+        return presence(selected, self._positions)
+
+    def decode(self, frame: tuple[int, list[bytes], list[int]], dtype: np.dtype,
+               out: np.ndarray | None) -> tuple[np.ndarray, int]:
+        reader = self._readers.get(dtype)
+        if reader is None:
+            st = self._positions.get("State", (-1, -1))
+            # the decoder needs a socket object; it sends nothing on a replay
+            self._sink = self._sink or NetlinkSocket(NETLINK_USERSOCK)
+            reader = Reader(self._sink, self.family_id, dtype,
+                            {n: self._positions[n] for n in dtype.names or ()
+                             if n in self._positions}, self._widths, (0,) * 6,
+                            state_table=st[0], state_index=st[1], usec_mult=self.usec_mult)
+            self._readers[dtype] = reader
+        return reader.decode(frame[1], 1, out=out)
+
+    def reset(self) -> None:
+        pass
