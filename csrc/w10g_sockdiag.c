@@ -355,6 +355,14 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     const int wscale = ti.tcpi_options & 0x4;
     const uint32_t word = ti.tcpi_accecn_word;
     const int bitfield = cfg->flags & W10G_SD_ACCECN_BITFIELD;
+    /* RTTVar: Web10G reads rttvar_us >> 2, the variation term of RTO = SRTT + 4 * RTTVar
+     * (floored at tcp_rto_min / 4), which tcp_info lacks (tcpi_rttvar is the mean
+     * deviation). Derived from the RTO: each expiry doubles it and counts in tcpi_backoff,
+     * so shift back; zero-window probes (idiag_timer 4) count there without doubling it. */
+    const unsigned shift = m.idiag_timer == 4 ? 0 : ti.tcpi_backoff;
+    const uint32_t base_rto = shift < 32 ? ti.tcpi_rto >> shift : 0;
+    const uint32_t rttvar = base_rto > ti.tcpi_rtt ? (base_rto - ti.tcpi_rtt) / 4000 : 0;
+    const int rto_sampled = ti.tcpi_backoff == 0 && ti.tcpi_rtt != 0;
 
     /* derived columns: the client's running max/min per flow */
     struct w10g_flow scratch, *f = &scratch;
@@ -367,13 +375,17 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
         }
         if (pipe > f->max_pipe) f->max_pipe = pipe;
         if (ti.tcpi_rtt > f->max_rtt_us) f->max_rtt_us = ti.tcpi_rtt;
-        if (ti.tcpi_rto > f->max_rto_us) f->max_rto_us = ti.tcpi_rto;
-        if (ti.tcpi_rto && ti.tcpi_rto < f->min_rto_us) f->min_rto_us = ti.tcpi_rto;
+        /* Web10G records the RTO only on an RTT sample, which also clears the back-off:
+         * never a backed-off RTO, nor the initial one before the first sample. */
+        if (rto_sampled) {
+            if (ti.tcpi_rto > f->max_rto_us) f->max_rto_us = ti.tcpi_rto;
+            if (ti.tcpi_rto && ti.tcpi_rto < f->min_rto_us) f->min_rto_us = ti.tcpi_rto;
+        }
         if (ti.tcpi_rcv_wnd > f->max_rwin_sent) f->max_rwin_sent = ti.tcpi_rcv_wnd;
         if (ti.tcpi_snd_wnd > f->max_rwin_rcvd) f->max_rwin_rcvd = ti.tcpi_snd_wnd;
         if (mss > f->max_mss) f->max_mss = mss;
         if (mss && mss < f->min_mss) f->min_mss = mss;
-        if (ti.tcpi_snd_cwnd < ti.tcpi_snd_ssthresh) {
+        if (ti.tcpi_snd_cwnd <= ti.tcpi_snd_ssthresh) {     /* Web10G: slow start */
             if (cwnd > f->max_ss_cwnd) f->max_ss_cwnd = cwnd;
         } else if (cwnd > f->max_ca_cwnd) {
             f->max_ca_cwnd = cwnd;
@@ -416,7 +428,7 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     PUT_U32(SndLimTimeRwin, rwnd_lim);
     /* path */
     PUT_U32(RetranThresh, ti.tcpi_reordering);
-    PUT_U32(RTTVar, ti.tcpi_rttvar / 1000);
+    PUT_U32(RTTVar, rttvar);                         /* ms */
     PUT_U32(MaxRTT, f->max_rtt_us / 1000);
     PUT_U32(MinRTT, us_to_ms(ti.tcpi_min_rtt));     /* all-ones = no sample, as Web10G */
     PUT_U32(MaxRTO, f->max_rto_us / 1000);
@@ -430,7 +442,7 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     PUT_I32(WinScaleSent, wscale ? (ti.tcpi_wscale >> 4) : -1);
     PUT_I32(WinScaleRcvd, wscale ? (ti.tcpi_wscale & 15) : -1);
     PUT_I32(TimeStamps, negotiated(ti.tcpi_options & 0x1, cfg->sysctl_timestamps));
-    PUT_I32(ECN, negotiated(ti.tcpi_options & 0x8, cfg->sysctl_ecn == 1));
+    PUT_I32(ECN, negotiated(ti.tcpi_options & 0x8, cfg->sysctl_ecn));   /* any mode: 3 */
     PUT_I32(WillSendSACK, negotiated(ti.tcpi_options & 0x2, cfg->sysctl_sack));
     PUT_I32(WillUseSACK, negotiated(ti.tcpi_options & 0x2, cfg->sysctl_sack));
     PUT_I32(State, rfc);
@@ -438,8 +450,8 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     PUT_U32(MaxCaCwnd, f->max_ca_cwnd);
     PUT_U32(MaxSsthresh, f->max_ssthresh);
     PUT_U32(MinSsthresh, f->min_ssthresh);
-    /* Web10G's InRecovery: 1 while in Recovery or Loss, 2 otherwise (ABI section 7.6) */
-    PUT_I32(InRecovery, (ti.tcpi_ca_state == 3 || ti.tcpi_ca_state == 4) ? 1 : 2);
+    /* Web10G's InRecovery: 1 past CWR (Recovery or Loss), 2 otherwise (ABI section 7.6) */
+    PUT_I32(InRecovery, ti.tcpi_ca_state > 2 ? 1 : 2);
     PUT_U32(SubsequentTimeouts, ti.tcpi_total_rto > ti.tcpi_total_rto_recoveries
                                 ? ti.tcpi_total_rto - ti.tcpi_total_rto_recoveries : 0);
     PUT_U32(CurTimeoutCount, ti.tcpi_retransmits);

@@ -4,7 +4,8 @@ Written from the specification independently of csrc/w10g_sockdiag.c, and slow o
 purpose (plain ``struct`` and dicts): it exists so the fast decoder has something to be
 held against. ``decode_datagrams`` has the same signature and results as
 :func:`web10g._sockdiag.decode_datagrams`; the decoder test suite runs on both.
-Client-derived columns (running max/min per flow) read 0 here, as in the C replay path.
+Client-derived columns (running max/min per flow) read 0 unless a :class:`FlowTable` is
+passed, as with the C decoder's ``flows``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from web10g._tcpinfo import parse as parse_tcp_info
 
 NLMSG_ERROR, NLMSG_DONE, SOCK_DIAG_BY_FAMILY = 2, 3, 20
 NLM_F_DUMP_INTR = 0x10
+DERIVED = 2                                 # decoder flag: keep the derived columns
 AF_INET6 = 10
 _RFC_STATE = {1: 5, 2: 3, 3: 4, 4: 6, 5: 7, 6: 11, 7: 1, 8: 8, 9: 9, 10: 2, 11: 10, 12: 4,
               13: 1}
@@ -64,9 +66,96 @@ def _negotiated(on: int, sysctl_on: bool) -> int:
     return 1 if on else (3 if sysctl_on else 2)
 
 
-def record(body: bytes, *, now_ns: int, bitfield: bool,
-           sysctls: tuple[int, int, int]) -> dict[str, Any] | None:
-    """Every column of one inet_diag record, or None when it is malformed."""
+_LOW32 = 0xFFFFFFFF
+_FLOW_MAX = ("max_pipe", "max_rtt_us", "max_rto_us", "max_rwin_sent", "max_rwin_rcvd",
+             "max_mss", "max_ss_cwnd", "max_ca_cwnd", "max_ssthresh", "max_app_wq",
+             "max_app_rq")
+_FLOW_MIN = ("min_rto_us", "min_mss", "min_ssthresh")
+
+
+class FlowTable:
+    """The running max/min per flow (socket cookie) behind the derived columns, kept as
+    :class:`web10g._sockdiag.FlowTable` keeps them: one decode call is one dump, and a
+    flow's state goes with the first dump that lacks it."""
+
+    def __init__(self) -> None:
+        self._prev: dict[int, dict[str, int]] = {}
+        self._cur: dict[int, dict[str, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._prev)
+
+    def state(self, cookie: int) -> dict[str, int]:
+        """This dump's state of a flow: the last dump's, or a new one."""
+        old = self._prev.get(cookie)
+        if old is not None:
+            st = dict(old)
+        else:
+            st = dict.fromkeys(_FLOW_MAX, 0) | dict.fromkeys(_FLOW_MIN, _LOW32)
+        self._cur[cookie] = st
+        return st
+
+    def end_dump(self) -> None:
+        self._prev, self._cur = self._cur, {}
+
+
+def _update_flow(f: dict[str, int], t: dict[str, int], *, pipe: int, cwnd: int,
+                 ssthresh: int, ssthresh_set: bool, rq: int) -> None:
+    """One sample into a flow's running max/min, as Web10G updates them."""
+    mss, rto = t["tcpi_snd_mss"], t["tcpi_rto"]
+    f["max_pipe"] = max(f["max_pipe"], pipe)
+    f["max_rtt_us"] = max(f["max_rtt_us"], t["tcpi_rtt"])
+    # Web10G records the RTO on RTT samples only (which clear the back-off): never a
+    # backed-off RTO, nor the initial one before the first sample.
+    if t["tcpi_backoff"] == 0 and t["tcpi_rtt"] != 0:
+        f["max_rto_us"] = max(f["max_rto_us"], rto)
+        if rto:
+            f["min_rto_us"] = min(f["min_rto_us"], rto)
+    f["max_rwin_sent"] = max(f["max_rwin_sent"], t["tcpi_rcv_wnd"])
+    f["max_rwin_rcvd"] = max(f["max_rwin_rcvd"], t["tcpi_snd_wnd"])
+    f["max_mss"] = max(f["max_mss"], mss)
+    if mss:
+        f["min_mss"] = min(f["min_mss"], mss)
+    key = "max_ss_cwnd" if t["tcpi_snd_cwnd"] <= t["tcpi_snd_ssthresh"] else "max_ca_cwnd"
+    f[key] = max(f[key], cwnd)
+    if ssthresh_set:
+        f["max_ssthresh"] = max(f["max_ssthresh"], ssthresh)
+        f["min_ssthresh"] = min(f["min_ssthresh"], ssthresh)
+    f["max_app_wq"] = max(f["max_app_wq"], t["tcpi_notsent_bytes"])
+    f["max_app_rq"] = max(f["max_app_rq"], rq)
+
+
+def _derived_columns(f: dict[str, int]) -> dict[str, int]:
+    def ms(us: int) -> int:
+        return _LOW32 if us == _LOW32 else us // 1000
+
+    return {
+        "MaxPipeSize": f["max_pipe"], "MaxRTT": f["max_rtt_us"] // 1000,
+        "MaxRTO": f["max_rto_us"] // 1000, "MinRTO": ms(f["min_rto_us"]),
+        "MaxRwinSent": f["max_rwin_sent"], "MaxRwinRcvd": f["max_rwin_rcvd"],
+        "MaxMSS": f["max_mss"], "MinMSS": f["min_mss"], "MaxSsCwnd": f["max_ss_cwnd"],
+        "MaxCaCwnd": f["max_ca_cwnd"], "MaxSsthresh": f["max_ssthresh"],
+        "MinSsthresh": f["min_ssthresh"], "MaxAppWQueue": f["max_app_wq"],
+        "MaxAppRQueue": f["max_app_rq"],
+    }
+
+
+def _rttvar_ms(t: dict[str, int], timer: int) -> int:
+    """Web10G's RTTVar, rttvar_us >> 2 in ms: the variation term of RTO = SRTT + 4 * RTTVar.
+
+    tcp_info has no such field (tcpi_rttvar is the mean deviation), so it comes from the
+    RTO taken back to before its back-off: every expiry doubles the RTO and counts in
+    tcpi_backoff, while zero-window probes (idiag_timer 4) count there and double nothing.
+    """
+    shift = 0 if timer == 4 else t["tcpi_backoff"]
+    base = t["tcpi_rto"] >> shift
+    return (base - t["tcpi_rtt"]) // 4000 if base > t["tcpi_rtt"] else 0
+
+
+def record(body: bytes, *, now_ns: int, bitfield: bool, sysctls: tuple[int, int, int],
+           flows: FlowTable | None = None) -> dict[str, Any] | None:
+    """Every column of one inet_diag record, or None when it is malformed. With ``flows``
+    the derived columns are the flow's running max/min, else 0."""
     if len(body) < 72:
         return None
     (family, kstate, timer, retrans, sport, dport, src, dst, ifindex, ck_lo,
@@ -157,18 +246,18 @@ def record(body: bytes, *, now_ns: int, bitfield: bool,
         "Timeouts": t["tcpi_total_rto_recoveries"], "CurRwinSent": t["tcpi_rcv_wnd"],
         "CurRwinRcvd": t["tcpi_snd_wnd"], "SndLimTimeSnd": sndbuf & low32,
         "SndLimTimeCwnd": max(busy - rwnd - sndbuf, 0) & low32, "SndLimTimeRwin": rwnd & low32,
-        "RetranThresh": t["tcpi_reordering"], "RTTVar": t["tcpi_rttvar"] // 1000,
+        "RetranThresh": t["tcpi_reordering"], "RTTVar": _rttvar_ms(t, timer),
         "MinRTT": low32 if t["tcpi_min_rtt"] == low32 else t["tcpi_min_rtt"] // 1000,
         "IpTosOut": tos, "ECNsignals": t["tcpi_delivered_ce"], "RcvRTT": t["tcpi_rcv_rtt"],
         "CERcvd": t["tcpi_received_ce"], "MSSSent": t["tcpi_advmss"],
         "WinScaleSent": t["tcpi_wscale"] >> 4 if opts & 4 else -1,
         "WinScaleRcvd": t["tcpi_wscale"] & 15 if opts & 4 else -1,
         "TimeStamps": _negotiated(opts & 1, bool(ts_on)),
-        "ECN": _negotiated(opts & 8, ecn_mode_sysctl == 1),
+        "ECN": _negotiated(opts & 8, ecn_mode_sysctl != 0),
         "WillSendSACK": _negotiated(opts & 2, bool(sack_on)),
         "WillUseSACK": _negotiated(opts & 2, bool(sack_on)),
         "State": _RFC_STATE.get(kstate, 0),
-        "InRecovery": 1 if t["tcpi_ca_state"] in (3, 4) else 2,
+        "InRecovery": 1 if t["tcpi_ca_state"] > 2 else 2,     # past CWR: Recovery, Loss
         "SubsequentTimeouts": max(t["tcpi_total_rto"] - t["tcpi_total_rto_recoveries"], 0),
         "CurTimeoutCount": t["tcpi_retransmits"], "DSACKDups": t["tcpi_dsack_dups"],
         "ThruOctetsAcked": t["tcpi_bytes_acked"] & low32,
@@ -216,6 +305,14 @@ def record(body: bytes, *, now_ns: int, bitfield: bool,
         "class_id": class_id, "cgroup_id": cgroup, "sockopt_flags": sockopt,
         "tcp_info_len": len(info) if info is not None else 0,
     }
+    cookie = row["cid"]
+    if flows is not None and info is not None and cookie:
+        f = flows.state(cookie)
+        _update_flow(f, t, pipe=row["PipeSize"], cwnd=row["CurCwnd"],
+                     ssthresh=row["CurSsthresh"], ssthresh_set=ssthresh_set, rq=rq)
+    else:
+        f = dict.fromkeys(_FLOW_MAX + _FLOW_MIN, 0)
+    row.update(_derived_columns(f))
     for i, bit in enumerate(("timestamps", "sack", "wscale", "ecn", "ecn_seen", "syn_data",
                              "usec_ts", "tfo_child")):
         row[f"opt_{bit}"] = (opts >> i) & 1
@@ -232,10 +329,14 @@ def record(body: bytes, *, now_ns: int, bitfield: bool,
 
 def decode_datagrams(datagrams: Iterable[bytes], dtype: Any, *, timestamp_ns: int = 0,
                      flags: int = 0, sysctls: tuple[int, int, int] = (1, 1, 2),
-                     out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Decode recorded dump datagrams; ``(array, n)`` like the C decoder."""
+                     out: np.ndarray | None = None,
+                     flows: FlowTable | None = None) -> tuple[np.ndarray, int]:
+    """Decode recorded dump datagrams; ``(array, n)`` like the C decoder. With ``flows``
+    (one sample per call, in order) and the DERIVED flag, the derived columns are kept
+    across calls."""
     dtype = np.dtype(dtype)
     rows: list[dict[str, Any]] = []
+    track = flows if flags & DERIVED else None
     for dgram in datagrams:
         for mtype, mflags, body in _messages(bytes(dgram)):
             # The same control-message rules as libmnl's receive loop.
@@ -251,11 +352,13 @@ def decode_datagrams(datagrams: Iterable[bytes], dtype: Any, *, timestamp_ns: in
             if mtype < 16:
                 continue
             rec = record(body, now_ns=timestamp_ns, bitfield=bool(flags & 1),
-                         sysctls=sysctls) if mtype == SOCK_DIAG_BY_FAMILY else None
+                         sysctls=sysctls, flows=track) if mtype == SOCK_DIAG_BY_FAMILY else None
             if rec is None:
                 raise errors.MalformedReply(f"recorded datagram: record {len(rows)} is "
                                             "malformed")
             rows.append(rec)
+    if flows is not None:
+        flows.end_dump()
     n = len(rows)
     if out is None or len(out) < n:
         out = np.zeros(max(n, 0 if out is None else len(out)), dtype=dtype)

@@ -143,7 +143,8 @@ cdef class Dumper:
     cdef object _finish(self, out, w10g_sd_sink *sink):
         """Move spilled rows into a grown array (x2, geometric); free the spill."""
         return grow_rows(out, self.dtype, sink.rows, sink.itemsize, sink.capacity,
-                         &sink.spill, sink.n, max(2 * sink.capacity, sink.n + sink.n // 4, 64))
+                         &sink.spill, sink.n,
+                         max(2 * sink.capacity, sink.n + sink.n // 4, <size_t>64))
 
     cdef int _prepare(self, w10g_sd_sink *sink, cnp.ndarray out) except -1:
         memset(sink, 0, sizeof(w10g_sd_sink))
