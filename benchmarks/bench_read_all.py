@@ -7,7 +7,8 @@ the namespace (AF_INET then AF_INET6, every state) by:
   floor 0x02   dump_floor.c: the same dump request with idiag_ext = INFO only; every
                datagram read into a 64 KiB buffer and discarded (kernel + recv only)
   floor 0xFF   the same with idiag_ext = 0xFF: exactly the request read_all() sends
-  read_all     web10g agent.read_all(): every variable (~150 columns), internal buffer
+  read_all     web10g agent.read_all(states="all"): every variable (~150 columns), into
+               a new array the caller owns (the default)
   out=buf      agent.read_all(out=buf) into a preallocated array
   no Max/Min   read_all(out=) of every variable but the 14 derived ones (MaxRTT, ...,
                kept per flow in the decoder's flow table): isolates that table's cost
@@ -224,9 +225,9 @@ def measure_size(n_target: int, args: argparse.Namespace, floor: FloorServer, ag
         return t, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
     methods = [("f02", floor_call(0x02)), ("fFF", floor_call(EXT_ALL)),
-               ("ra", py_call(agent.read_all)),
-               ("out", py_call(lambda: agent.read_all(out=buf))),
-               ("nd", py_call(lambda: agent.read_all(nd_vars, out=nd_buf)))]
+               ("ra", py_call(lambda: agent.read_all(states="all"))),
+               ("out", py_call(lambda: agent.read_all(out=buf, states="all"))),
+               ("nd", py_call(lambda: agent.read_all(nd_vars, out=nd_buf, states="all")))]
     if have_ss:
         methods += [("ss", ss_call), ("ssp", py_call(ss_parsed))]
 
@@ -234,7 +235,7 @@ def measure_size(n_target: int, args: argparse.Namespace, floor: FloorServer, ag
     for _ in range(2):
         for _key, fn in methods:
             fn()
-    res["rows"] = len(agent.read_all())
+    res["rows"] = len(agent.read_all(states="all"))
     if have_ss:
         res["ss_rows"] = ss_parsed()
     gc.collect()

@@ -276,3 +276,12 @@ def _has_pandas() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_wrong_column_names_get_suggestions(agent: Any, source: Source) -> None:
+    rows = agent.read_all(["SegsOut", "CurCwnd"], filter=source.filter)
+    assert isinstance(rows, np.ndarray) and rows["SegsOut"].shape == (len(rows),)
+    with pytest.raises(errors.UnknownColumn, match="did you mean: SegsOut") as exc:
+        rows["segsout"]
+    assert isinstance(exc.value, KeyError)      # still what numpy users catch
+    assert R.column(rows, "segsout") is not None    # the forgiving lookup

@@ -211,24 +211,75 @@ def presence_of(rows_or_dtype: Any) -> Presence | None:
     return meta.get(METADATA_KEY) if meta else None
 
 
+class Rows(np.ndarray):
+    """What ``read_all()`` returns: a plain numpy structured array, except that a column
+    name it lacks (``rows["MARK"]`` where the column is ``mark``) raises
+    :class:`~web10g.errors.UnknownColumn` naming the closest columns, as ``read_all``
+    does for variable names, instead of numpy's bare error."""
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            res = super().__getitem__(key)
+        except (KeyError, ValueError):
+            if isinstance(key, str) and self.dtype.names and key not in self.dtype.names:
+                raise errors.UnknownColumn(key, _suggest_columns(self, key)) from None
+            raise
+        # a column (or anything not rows) is a plain array again: arithmetic and
+        # element access on it cost what they cost on numpy
+        if isinstance(res, Rows) and res.dtype.names is None:
+            return res.view(np.ndarray)
+        return res
+
+
+def as_rows(arr: np.ndarray) -> Rows:
+    """``arr`` viewed as :class:`Rows` (no copy). The view's ``base`` is the array that
+    owns the memory (``out``, or its grown replacement), as the ``out=`` contract
+    promises; ``ndarray.view`` would leave an intermediate view there."""
+    owner = arr.base if isinstance(arr.base, np.ndarray) and arr.base.base is None else arr
+    if owner is arr or not arr.flags.c_contiguous or not owner.flags.c_contiguous:
+        return arr.view(Rows)
+    offset = arr.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    if not 0 <= offset <= owner.nbytes - arr.nbytes:
+        return arr.view(Rows)
+    return np.ndarray.__new__(Rows, arr.shape, arr.dtype, buffer=owner, offset=offset)
+
+
+def _suggest_columns(rows: np.ndarray, name: str) -> list[str]:
+    names = list(rows.dtype.names or ())
+    out = []
+    try:
+        canonical = mib.lookup(name).name
+        if canonical in names:
+            out.append(canonical)
+    except LookupError:
+        pass
+    lower = {n.lower(): n for n in names}
+    if name.lower() in lower and lower[name.lower()] not in out:
+        out.append(lower[name.lower()])
+    from difflib import get_close_matches
+
+    out += [n for n in get_close_matches(name, names, n=3, cutoff=0.6) if n not in out]
+    return out[:3]
+
+
 def column_name(rows: np.ndarray, name: str) -> str:
     """The column of ``rows`` that ``name`` means (exact, a registry spelling such as an
     RFC name or another case); UnknownColumn with suggestions otherwise."""
     names = rows.dtype.names or ()
     if name in names:
         return name
-    try:
-        canonical = mib.lookup(name).name
-    except LookupError:
-        canonical = None
-    if canonical in names:
-        return canonical
-    lower = {n.lower(): n for n in names}
-    if str(name).lower() in lower:
-        return lower[str(name).lower()]
-    from difflib import get_close_matches
+    close = _suggest_columns(rows, str(name))
+    if close and close[0].lower() == str(name).lower() or (
+            close and _canonical(name) == close[0]):
+        return close[0]
+    raise errors.UnknownColumn(name, close)
 
-    raise errors.UnknownColumn(name, get_close_matches(str(name), list(names), n=3, cutoff=0.6))
+
+def _canonical(name: str) -> str | None:
+    try:
+        return mib.lookup(name).name
+    except LookupError:
+        return None
 
 
 def column(rows: np.ndarray, name: str) -> np.ndarray:
@@ -298,6 +349,6 @@ def state_names(rows: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["IDENTITY_FIELDS", "IDENTITY_NAMES", "META_FIELDS", "KERNEL_STATES",
-           "STATE_GROUPS", "DEFAULT_STATES", "FAMILIES", "Presence", "parse_states",
+           "STATE_GROUPS", "DEFAULT_STATES", "FAMILIES", "Presence", "Rows", "as_rows", "parse_states",
            "parse_family", "rfc_states", "select", "row_dtype", "presence_of", "available",
            "reported", "copy", "column", "column_name", "addresses", "endpoints", "state_names"]

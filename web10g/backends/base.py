@@ -228,17 +228,17 @@ class BaseAgent:
             picked = arr[:n] if keep is None else arr[:n][keep]
             m = len(picked)
             if out is None:
-                return picked.copy() if keep is None else picked
+                return _rows.as_rows(_rows.copy(picked) if keep is None else picked)
             if len(out) < m:
                 out = np.empty(max(m, 2 * len(out)), dtype=out.dtype)
             out[:m] = picked
-            return out[:m]
+            return _rows.as_rows(out[:m])
         if keep is None:
-            return arr[:n]
+            return _rows.as_rows(arr[:n])
         picked = arr[:n][keep]
         m = len(picked)
         arr[:m] = picked
-        return arr[:m]
+        return _rows.as_rows(arr[:m])
 
     def _fresh(self, dtype: np.dtype, hint: int) -> np.ndarray:
         """A new array the caller will own, sized for the flows seen last time."""

@@ -225,7 +225,7 @@ class SockDiagAgent(BaseAgent):
             out = self._fresh(dumper.dtype, seen[0])
         arr, n = self._run(dumper, out)
         seen[0] = n
-        rows = arr[:n]
+        rows = _rows.as_rows(arr[:n])
         if filter is None and states is None and family is None:
             self._last = rows
         if n and self._tcp_info_len == 0:
@@ -242,7 +242,7 @@ class SockDiagAgent(BaseAgent):
 
         def read(out: np.ndarray) -> np.ndarray:
             arr, n = dump(out)
-            return arr[:n]
+            return _rows.as_rows(arr[:n])
         return read
 
     def list_conns(self, *, filter: Any = None, states: Any = None,
@@ -251,7 +251,7 @@ class SockDiagAgent(BaseAgent):
         dumper, seen = self._plan(None, filter, states, family, identity_only=True)
         arr, n = self._run(dumper, self._fresh(dumper.dtype, seen[0]))
         seen[0] = n
-        rows = arr[:n]
+        rows = _rows.as_rows(arr[:n])
         if filter is None and states is None and family is None:
             self._last = rows
         return rows
@@ -403,7 +403,7 @@ class ClosedWatch:
             self.overruns += overruns
             warnings.warn(f"the kernel dropped destroy notifications {overruns} time(s): "
                           "call closed() more often", RuntimeWarning, stacklevel=3)
-        return arr[:n]
+        return _rows.as_rows(arr[:n])
 
     def close(self) -> None:
         self._sock.close()
