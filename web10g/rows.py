@@ -349,6 +349,7 @@ def state_names(rows: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["IDENTITY_FIELDS", "IDENTITY_NAMES", "META_FIELDS", "KERNEL_STATES",
-           "STATE_GROUPS", "DEFAULT_STATES", "FAMILIES", "Presence", "Rows", "as_rows", "parse_states",
-           "parse_family", "rfc_states", "select", "row_dtype", "presence_of", "available",
-           "reported", "copy", "column", "column_name", "addresses", "endpoints", "state_names"]
+           "STATE_GROUPS", "DEFAULT_STATES", "FAMILIES", "Presence", "Rows", "as_rows",
+           "parse_states", "parse_family", "rfc_states", "select", "row_dtype",
+           "presence_of", "available", "reported", "copy", "column", "column_name",
+           "addresses", "endpoints", "state_names"]
