@@ -2,17 +2,18 @@
 
 Part 1 (tracemalloc, ~10,000 sockets): after a warm-up, the memory Python and numpy have
 allocated and still hold must not grow over 1,000 polls of ``agent.read_all(out=buf)``,
-nor of ``agent.read_all()`` (which reuses the agent's internal buffer). The transient
-peak per poll is reported too (the result view object and the like; freed right away).
+nor of ``agent.read_all()`` (a new array the caller owns each call: the agent recycles the
+array of an earlier result once nothing refers to it, so a caller that drops its results
+costs no new memory either). The transient peak per poll is reported too.
 
-Part 2 (RSS, ~1,000 sockets): the resident set size from /proc/self/statm over 100,000
-polls of ``read_all(out=buf)`` (and a shorter run of ``read_all()``), printed at the
-start, every 10% and at the end. RSS also sees what tracemalloc cannot: C-level
-malloc in the decoder and libmnl.
+Part 2 (RSS, ~1,000 sockets): the resident set size from /proc/self/statm over 20,000
+polls of ``read_all(out=buf)`` (and 5,000 of ``read_all()``), printed at the start,
+every 10% and at the end. RSS also sees what tracemalloc cannot: C-level malloc in the
+decoder and libmnl.
 
 On a 2-vCPU VM one poll costs a few ms even with few sockets (each dump walks the whole
-established hash, twice), so the 100,000-poll run takes several minutes; --polls shortens
-it, --quick runs everything small (< 60 s).
+established hash, twice); --polls changes the run's length, --quick runs everything
+small (< 60 s). Results also as JSON (see _common.Results).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import tracemalloc
 
 import _common  # noqa: F401  (sets sys.path for the in-place build)
 import numpy as np
-from _common import loadavg, machine_lines, table
+from _common import Results, add_results_args, loadavg, machine_lines
 from _pairs import Pairs
 
 import web10g
@@ -131,15 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-sockets", type=int, default=1_000,
                     help="sockets for the RSS part (default 1000)")
     ap.add_argument("--polls", type=int, default=None,
-                    help="RSS polls of read_all(out=buf) (default 100000; quick 2000)")
+                    help="RSS polls of read_all(out=buf) (default 20000; quick 2000)")
     ap.add_argument("--polls-internal", type=int, default=None,
-                    help="RSS polls of read_all() (default 10000; quick 1000)")
+                    help="RSS polls of read_all() (default 5000; quick 1000)")
+    add_results_args(ap)
     args = ap.parse_args(argv)
+    res = Results("bench_memory", args, "steady-state polling allocates nothing")
     q = args.quick
     traced_sockets = args.traced_sockets or (1_000 if q else 10_000)
     traced_polls = args.traced_polls or (200 if q else 1_000)
-    polls = args.polls or (2_000 if q else 100_000)
-    polls_int = args.polls_internal or (1_000 if q else 10_000)
+    polls = args.polls or (2_000 if q else 20_000)
+    polls_int = args.polls_internal or (1_000 if q else 5_000)
 
     print("web10g steady-state memory benchmark" + (" (--quick)" if q else ""))
     for line in machine_lines():
@@ -165,17 +168,23 @@ def main(argv: list[str] | None = None) -> int:
 
             results = [traced_growth(poll_out, traced_polls, "read_all(out=buf)"),
                        traced_growth(poll_internal, traced_polls, "read_all()")]
-            # the internal buffer must be the same array call after call
+            # read_all(): each result the caller's own (no two held results share
+            # memory); dropped results are recycled (few distinct arrays over 20 calls)
+            held = [agent.read_all() for _ in range(3)]
+            shared = any(np.shares_memory(a, b) for i, a in enumerate(held)
+                         for b in held[i + 1:])
+            del held
             ptrs = {agent.read_all().__array_interface__["data"][0] for _ in range(20)}
             outp = {agent.read_all(out=buf).__array_interface__["data"][0] for _ in range(5)}
-        print()
-        print(table(["call", "polls", "traced before B", "traced after B", "growth B",
-                     "B/poll", "transient peak B", "ms/poll", "verdict"],
-                    [r[0] for r in results], align="lrrrrrrrl"))
-        print("  traced = memory allocated through Python/numpy and still held (after "
-              "gc.collect());\n  transient peak = the most held at once during the polls "
-              "above the starting point\n  (result views, freed each poll). tracemalloc "
-              "slows the Python side of each poll.")
+        res.table("memory_traced", "Memory held after polls (tracemalloc, after gc.collect())",
+                  ["call", "polls", "traced before B", "traced after B", "growth B",
+                   "B/poll", "transient peak B", "ms/poll", "verdict"],
+                  [r[0] for r in results], align="lrrrrrrrl",
+                  notes=["traced = memory allocated through Python/numpy and still held; "
+                         "transient peak = the most held at once during the polls (result "
+                         "views, freed each poll); tracemalloc slows the Python side"],
+                  what={"sockets": traced_sockets, "variables": "all", "states": "open"},
+                  readme=True)
         for row, top, _ in results:
             if top:
                 print(f"  {row[0]}: largest increases (tracemalloc, by line):")
@@ -183,11 +192,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    {s}")
             if row[-1] == "GROWS":
                 ok = False
-        print(f"  read_all() internal buffer: {len(ptrs)} distinct data pointer(s) over 20 "
-              f"calls -> {'reused' if len(ptrs) == 1 else 'REALLOCATED'}")
+        print(f"  read_all(): 3 results held at once share memory: {shared}; dropped results "
+              f"recycled: {len(ptrs)} distinct array(s) over 20 calls")
         print(f"  read_all(out=buf): results point into buf: "
               f"{outp == {buf.__array_interface__['data'][0]}}")
-        if len(ptrs) != 1:
+        res.figure("held_results_share_memory", shared)
+        res.figure("distinct_arrays_20_calls", len(ptrs))
+        if shared or len(ptrs) > 3:
             ok = False
 
         # ---- part 2: RSS ------------------------------------------------------------
@@ -206,13 +217,22 @@ def main(argv: list[str] | None = None) -> int:
             out_lines, flat1 = rss_run(poll_out2, polls, "read_all(out=buf)")
             int_lines, flat2 = rss_run(poll_int2, polls_int, "read_all()")
         ok = ok and flat1 and flat2
-        print("\nRSS summary (the internal buffer of read_all() is not prefaulted: a sample "
-              "with more rows than any before\ntouches pages of it for the first time, "
+        print("\nRSS summary (the arrays read_all() recycles are not prefaulted: a sample "
+              "with more rows than any before\ntouches pages of one for the first time, "
               "which shows in RSS without being an allocation)")
         for line in out_lines + int_lines:
             print(line)
+        res.table("memory_rss", "RSS over many polls (/proc/self/statm)",
+                  ["call", "polls", "flat after 10%"],
+                  [["read_all(out=buf)", f"{polls:,}", "yes" if flat1 else "NO"],
+                   ["read_all()", f"{polls_int:,}", "yes" if flat2 else "NO"]],
+                  notes=out_lines + int_lines,
+                  what={"sockets": args.rss_sockets, "variables": "all", "states": "open",
+                        "allowance_kib": FLAT_KIB}, readme=True)
     print(f"\nresult: {'no per-poll allocation detected' if ok else 'MEMORY GROWS (see above)'}"
           f"; load now {loadavg()}")
+    res.figure("ok", ok)
+    res.save()
     return 0
 
 

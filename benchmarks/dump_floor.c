@@ -18,7 +18,8 @@
  *
  * Interactive mode (-i), for benchmarks that interleave this floor with other readers
  * call by call: the program keeps its socket and reads commands from stdin, one per
- * line, "EXT ITERATIONS" (e.g. "0xff 1"), runs that many timed dumps (no warm-up) and
+ * line, "EXT ITERATIONS [STATES]" (e.g. "0xff 1", "0x0a 1 0xb36"), runs that many timed
+ * dumps (no warm-up; STATES, when given, replaces -s's mask for that command) and
  * answers each command with one JSON line of the same shape; it exits at end of input.
  *
  * Build: cc -O2 -o dump_floor dump_floor.c
@@ -262,14 +263,21 @@ int main(int argc, char **argv)
     } else {
         char line[128];
         while (fgets(line, sizeof(line), stdin)) {
-            char *end;
+            char *end, *end2;
             long e = strtol(line, &end, 0);
-            long n = strtol(end, NULL, 0);
+            long n = strtol(end, &end2, 0);
+            /* an optional third number: the state mask for this command only */
+            char *end3;
+            unsigned long st = strtoul(end2, &end3, 0);
             if (e < 0 || e > 0xFF || n < 1) {
                 fprintf(stderr, "dump_floor: bad command \"%s\"\n", line);
                 return 2;
             }
+            uint32_t saved = fl.states;
+            if (end3 != end2)
+                fl.states = (uint32_t)st;
             run_batch(&fl, e, n, 0);
+            fl.states = saved;
         }
     }
     free(fl.buf);

@@ -19,7 +19,7 @@
 enum {
     A_MEMINFO = 1, A_INFO = 2, A_VEGASINFO = 3, A_CONG = 4, A_TOS = 5, A_TCLASS = 6,
     A_SKMEMINFO = 7, A_SHUTDOWN = 8, A_DCTCPINFO = 9, A_MARK = 15, A_BBRINFO = 16,
-    A_CLASS_ID = 17, A_CGROUP_ID = 21, A_SOCKOPT = 22, A_MAX = 32,
+    A_CLASS_ID = 17, A_CGROUP_ID = 21, A_SOCKOPT = 22,
 };
 
 /* Linux TCP state -> RFC 4898 tcpEStatsStackState (mapping section 3.4). */
@@ -150,16 +150,77 @@ void w10g_flowtab_free(struct w10g_flowtab *ft)
     memset(ft, 0, sizeof(*ft));
 }
 
+/* ---- the row layout and the copy plan ------------------------------------------------ */
+
+static const uint16_t row_off[] = {
+#define W10G_SD_ROFF(name, kind) offsetof(struct w10g_sd_row, name),
+    W10G_SD_FIELDS(W10G_SD_ROFF)
+#undef W10G_SD_ROFF
+};
+static const uint8_t row_width[] = {
+#define W10G_SD_RW(name, kind) sizeof(((struct w10g_sd_row *)0)->name),
+    W10G_SD_FIELDS(W10G_SD_RW)
+#undef W10G_SD_RW
+};
+
+/* The block of stock-only columns a column belongs to (0: always computed). */
+uint32_t w10g_sd_block(int f)
+{
+    if (f >= W10G_SD_rtt_us && f <= W10G_SD_accecn_word) return W10G_BLK_STOCK;
+    if (f >= W10G_SD_timer && f <= W10G_SD_bound_ifindex) return W10G_BLK_DIAG;
+    if (f >= W10G_SD_mem_rmem_bytes && f <= W10G_SD_skmem_drops) return W10G_BLK_MEM;
+    if (f >= W10G_SD_cc_algorithm && f <= W10G_SD_vegas_min_rtt_us) return W10G_BLK_CC;
+    if (f >= W10G_SD_shutdown_rd && f <= W10G_SD_sockopt_flags) return W10G_BLK_MISC;
+    return 0;
+}
+
+int w10g_sd_row_offset(int f) { return f >= 0 && f < W10G_SD_NFIELDS ? row_off[f] : -1; }
+size_t w10g_sd_row_size(void) { return sizeof(struct w10g_sd_row); }
+
+void w10g_sd_plan(struct w10g_sd_config *cfg, size_t itemsize)
+{
+    struct w10g_sd_run *r = cfg->runs;
+    uint32_t n = 0;
+    int direct = itemsize == sizeof(struct w10g_sd_row);
+    for (int f = 0; f < W10G_SD_NFIELDS; f++) {
+        if (cfg->off[f] != (int32_t)row_off[f])
+            direct = 0;
+        if (cfg->off[f] < 0)
+            continue;
+        /* insertion by output offset (once per plan; 165 columns at most) */
+        uint32_t k = n++;
+        while (k && r[k - 1].dst > (uint32_t)cfg->off[f]) {
+            r[k] = r[k - 1];
+            k--;
+        }
+        r[k].src = row_off[f];
+        r[k].dst = (uint32_t)cfg->off[f];
+        r[k].len = row_width[f];
+    }
+    /* columns adjacent in both rows: one copy */
+    uint32_t m = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        if (m && r[m - 1].src + r[m - 1].len == r[k].src
+              && r[m - 1].dst + r[m - 1].len == r[k].dst) {
+            r[m - 1].len += r[k].len;
+        } else {
+            r[m++] = r[k];
+        }
+    }
+    cfg->nruns = m;
+    cfg->direct = direct;
+    uint32_t blocks = 0;
+    for (int f = 0; f < W10G_SD_NFIELDS; f++)
+        if (cfg->off[f] >= 0)
+            blocks |= w10g_sd_block(f);
+    cfg->blocks = blocks;
+}
+
 /* ---- one record -> one row -------------------------------------------------------- */
 
-#define PUT(F, T, expr)                                                   \
-    do {                                                                  \
-        int32_t o_ = cfg->off[W10G_SD_##F];                               \
-        if (o_ >= 0) {                                                    \
-            T v_ = (T)(expr);                                             \
-            memcpy(row + o_, &v_, sizeof(v_));                            \
-        }                                                                 \
-    } while (0)
+/* Every column is computed for every row, into struct w10g_sd_row: straight-line stores
+ * at fixed offsets, no test of whether the column was asked for. */
+#define PUT(F, T, expr) (r->F = (T)(expr))
 #define PUT_U8(F, e) PUT(F, uint8_t, e)
 #define PUT_U16(F, e) PUT(F, uint16_t, e)
 #define PUT_U32(F, e) PUT(F, uint32_t, e)
@@ -192,17 +253,192 @@ static char *row_slot(struct w10g_sd_sink *s)
  * 1 = in use; otherwise 2 = disabled here (sysctl 0), 3 = the peer declined. */
 static inline int32_t negotiated(int on, int sysctl_on) { return on ? 1 : (sysctl_on ? 3 : 2); }
 
+/* 16 bytes through a vector register. The empty asm keeps GCC from turning a loop of
+ * these back into `rep movsq` (what it emits for a copy loop or a fixed-size memcpy of a
+ * few hundred bytes at -O2: its start-up cost made the copy of tcp_info an eighth of the
+ * decoder's time). */
+typedef uint64_t w10g_v16 __attribute__((vector_size(16)));
+#if defined(__x86_64__) || defined(__i386__)
+#define W10G_KEEP_VEC(v) __asm__("" : "+x"(v))
+#elif defined(__aarch64__)
+#define W10G_KEEP_VEC(v) __asm__("" : "+w"(v))
+#else
+#define W10G_KEEP_VEC(v) ((void)0)
+#endif
+static inline void move16(char *dst, const char *src)
+{
+    w10g_v16 v;
+    memcpy(&v, src, 16);
+    W10G_KEEP_VEC(v);
+    memcpy(dst, &v, 16);
+}
+
+/* A tcp_info field, read where it lies (the attribute is only 4-byte aligned). */
+#define TI(f) ((__typeof__(((struct w10g_tcp_info *)0)->f))ti_load(              \
+    tip + offsetof(struct w10g_tcp_info, f), sizeof(((struct w10g_tcp_info *)0)->f)))
+static inline uint64_t ti_load(const char *p, size_t n)
+{
+    switch (n) {
+    case 1: return *(const uint8_t *)p;
+    case 2: { uint16_t v; memcpy(&v, p, 2); return v; }
+    case 4: { uint32_t v; memcpy(&v, p, 4); return v; }
+    default: { uint64_t v; memcpy(&v, p, 8); return v; }
+    }
+}
+
+/* A run of the row: overlapping fixed-size moves, inline (no call per run). */
+static inline void copy_run(char *dst, const char *src, size_t len)
+{
+    if (len >= 16) {
+        size_t i = 0;
+        for (; i + 16 <= len; i += 16)
+            move16(dst + i, src + i);
+        if (i < len)
+            move16(dst + len - 16, src + len - 16);
+    } else if (len >= 8) {
+        uint64_t a, b;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + len - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + len - 8, &b, 8);
+    } else if (len >= 4) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + len - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + len - 4, &b, 4);
+    } else if (len >= 2) {
+        uint16_t a, b;
+        memcpy(&a, src, 2);
+        memcpy(&b, src + len - 2, 2);
+        memcpy(dst, &a, 2);
+        memcpy(dst + len - 2, &b, 2);
+    } else if (len) {
+        dst[0] = src[0];
+    }
+}
+
+/* Large outputs are written with non-temporal stores: a dump of 20,000 rows of every
+ * column writes 14 MB, which no cache keeps, and ordinary stores first read each line
+ * in (the copy then cost as much as the decoding). */
+#if defined(__x86_64__)
+#include <emmintrin.h>
+static inline void stream_out(char *dst, const char *src, size_t len)
+{
+    size_t i = 0;
+    if ((uintptr_t)dst & 8) {             /* rows are 8-aligned: one word to reach 16 */
+        long long v;
+        memcpy(&v, src, 8);
+        _mm_stream_si64((long long *)(void *)dst, v);
+        i = 8;
+    }
+    for (; i + 16 <= len; i += 16)
+        _mm_stream_si128((__m128i *)(void *)(dst + i),
+                         _mm_loadu_si128((const __m128i *)(const void *)(src + i)));
+    if (i + 8 <= len) {
+        long long v;
+        memcpy(&v, src + i, 8);
+        _mm_stream_si64((long long *)(void *)(dst + i), v);
+        i += 8;
+    }
+    if (i < len)
+        memcpy(dst + i, src + i, len - i);
+}
+void w10g_sd_done(struct w10g_sd_sink *s) { if (s->stream) _mm_sfence(); }
+#define W10G_CAN_STREAM 1
+#else
+static inline void stream_out(char *dst, const char *src, size_t len) { memcpy(dst, src, len); }
+void w10g_sd_done(struct w10g_sd_sink *s) { (void)s; }
+#define W10G_CAN_STREAM 0
+#endif
+
+/* The finished row (in the scratch row) into the output row. */
+static inline void emit_row(struct w10g_sd_sink *s, const struct w10g_sd_config *cfg,
+                            char *row, const struct w10g_sd_row *r)
+{
+    const char *src = (const char *)r;
+    const int stream = W10G_CAN_STREAM && s->stream && s->itemsize <= sizeof(s->outrow)
+                       && !((uintptr_t)row & 7);
+    if (!cfg->direct) {
+        char *to = stream ? s->outrow : row;
+        for (uint32_t k = 0; k < cfg->nruns; k++) {
+            const struct w10g_sd_run *u = &cfg->runs[k];
+            copy_run(to + u->dst, src + u->src, u->len);
+        }
+        if (!stream)
+            return;
+        src = s->outrow;
+    } else if (!stream) {
+        copy_run(row, src, sizeof(*r));
+        return;
+    }
+    stream_out(row, src, s->itemsize);
+}
+
+/* The record's attributes: offset of each type's payload (from the record payload) and
+ * its length, valid where `seen` has the type's bit. Fills the sink's template. */
+static int walk_attrs(struct w10g_sd_sink *s, const uint8_t *pl, size_t plen, size_t start)
+{
+    uint32_t *aoff = s->attr_off, *alen = s->attr_len;
+    uint32_t seen = 0, n = 0;
+    size_t pos = start, rem = plen - start;
+    while (rem >= sizeof(struct nlattr)) {
+        struct nlattr a;
+        memcpy(&a, pl + pos, sizeof(a));
+        if (a.nla_len < sizeof(a) || a.nla_len > rem) {
+            s->tpl_plen = 0;
+            return -1;
+        }
+        if (n < W10G_SD_TPL_MAX) {
+            s->tpl_off[n] = (uint32_t)pos;
+            memcpy(&s->tpl_hdr[n], pl + pos, 4);
+        }
+        n++;
+        unsigned t = a.nla_type & NLA_TYPE_MASK;
+        if (t < W10G_SD_ATTR_MAX) {
+            aoff[t] = (uint32_t)(pos + sizeof(a));
+            alen[t] = a.nla_len - sizeof(a);
+            seen |= 1u << t;
+        }
+        size_t step = NLA_ALIGN(a.nla_len);
+        if (step > rem)
+            step = rem;       /* the last attribute's padding may be cut by nlmsg_len */
+        pos += step;
+        rem -= step;
+    }
+    s->tpl_seen = seen;
+    s->tpl_n = n;
+    s->tpl_plen = n <= W10G_SD_TPL_MAX ? (uint32_t)plen : 0;
+    return 0;
+}
+
+/* Does this record have the last walked record's layout? Same payload length and the
+ * same attribute headers at the same offsets give the same walk. */
+static inline int same_layout(const struct w10g_sd_sink *s, const uint8_t *pl, size_t plen)
+{
+    if (s->tpl_plen != plen)
+        return 0;
+    uint32_t diff = 0;
+    for (uint32_t k = 0; k < s->tpl_n; k++) {
+        uint32_t h;
+        memcpy(&h, pl + s->tpl_off[k], 4);
+        diff |= h ^ s->tpl_hdr[k];
+    }
+    return diff == 0;
+}
+
 #define GOT(t) ((seen >> (t)) & 1u)
+#define ATTR(t) (pl + s->attr_off[t])
+#define ALEN(t) (s->attr_len[t])
+
+static const struct w10g_flow no_flow;     /* the derived columns when not tracked: 0 */
 
 int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
 {
     struct w10g_sd_sink *s = arg;
     const struct w10g_sd_config *cfg = s->cfg;
-    /* attr/alen are valid only where `seen` has the type's bit: no per-record zeroing */
-    const uint8_t *attr[A_MAX];
-    uint16_t alen[A_MAX];
-    uint32_t seen = 0;
-    struct w10g_tcp_info ti;
+    struct w10g_tcp_info ti;              /* a short or missing tcp_info, zero-extended */
+    const char *tip = (const char *)&ti;  /* where tcp_info's fields are read */
     struct inet_diag_msg m;
     uint16_t present = 0;
 
@@ -220,106 +456,88 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     size_t plen = nlh->nlmsg_len - NLMSG_HDRLEN;
     if (nlh->nlmsg_type != SOCK_DIAG_BY_FAMILY || plen < sizeof(m))
         goto bad;
-    memcpy(&m, mnl_nlmsg_get_payload(nlh), sizeof(m));
-
-    const uint8_t *p = (const uint8_t *)mnl_nlmsg_get_payload(nlh) + sizeof(m);
-    size_t rem = plen - sizeof(m);
-    while (rem >= sizeof(struct nlattr)) {
-        struct nlattr a;
-        memcpy(&a, p, sizeof(a));
-        if (a.nla_len < sizeof(a) || a.nla_len > rem)
-            goto bad;
-        unsigned t = a.nla_type & NLA_TYPE_MASK;
-        if (t < A_MAX) {
-            attr[t] = p + sizeof(a);
-            alen[t] = a.nla_len - sizeof(a);
-            seen |= 1u << t;
-        }
-        size_t step = NLA_ALIGN(a.nla_len);
-        if (step > rem)
-            step = rem;       /* the last attribute's padding may be cut by nlmsg_len */
-        p += step;
-        rem -= step;
-    }
+    const uint8_t *pl = (const uint8_t *)mnl_nlmsg_get_payload(nlh);
+    memcpy(&m, pl, sizeof(m));
+    if (!same_layout(s, pl, plen) && walk_attrs(s, pl, plen, sizeof(m)) < 0)
+        goto bad;
+    const uint32_t seen = s->tpl_seen;
 
     char *row = row_slot(s);
     if (!row) {
         errno = ENOMEM;
         return MNL_CB_ERROR;
     }
+    struct w10g_sd_row *r = &s->scratch;
 
-    uint16_t tlen = 0;
+    uint32_t tlen = 0;
     if (GOT(A_INFO)) {
-        tlen = alen[A_INFO];
-        if (tlen < sizeof(ti))           /* an older kernel: zero-extend */
+        tlen = ALEN(A_INFO);
+        if (tlen >= sizeof(ti)) {
+            tip = (const char *)ATTR(A_INFO);   /* read in place: no copy */
+        } else {                          /* an older kernel: zero-extend */
             memset(&ti, 0, sizeof(ti));
-        memcpy(&ti, attr[A_INFO], tlen < sizeof(ti) ? tlen : sizeof(ti));
+            memcpy(&ti, ATTR(A_INFO), tlen);
+        }
         present |= W10G_HAVE_INFO;
     } else {
         memset(&ti, 0, sizeof(ti));
     }
     uint32_t meminfo[4] = {0}, skmem[9] = {0}, bbr[5] = {0}, vegas[4] = {0};
     uint8_t dctcp[16] = {0};
-    char cong[16] = {0};
     uint8_t tos = 0, shut = 0;
     uint32_t class_id = 0, mark = 0;
     uint64_t cgroup = 0;
     uint16_t sockopt = 0;
-    if (GOT(A_MEMINFO) && alen[A_MEMINFO] >= sizeof(meminfo)) {
-        memcpy(meminfo, attr[A_MEMINFO], sizeof(meminfo));
+    if (GOT(A_MEMINFO) && ALEN(A_MEMINFO) >= sizeof(meminfo)) {
+        memcpy(meminfo, ATTR(A_MEMINFO), sizeof(meminfo));
         present |= W10G_HAVE_MEMINFO;
     }
     if (GOT(A_SKMEMINFO)) {
-        size_t n = alen[A_SKMEMINFO] / 4;
-        memcpy(skmem, attr[A_SKMEMINFO], 4 * (n < 9 ? n : 9));
+        size_t n = ALEN(A_SKMEMINFO) / 4;
+        memcpy(skmem, ATTR(A_SKMEMINFO), 4 * (n < 9 ? n : 9));
         if (n >= 9)
             present |= W10G_HAVE_SKMEMINFO;
     }
-    if (GOT(A_CONG) && alen[A_CONG]) {
-        size_t n = alen[A_CONG] < sizeof(cong) ? alen[A_CONG] : sizeof(cong);
-        memcpy(cong, attr[A_CONG], n);
-        for (size_t i = 0; i < sizeof(cong); i++)      /* keep only up to the NUL */
-            if (!cong[i]) { memset(cong + i, 0, sizeof(cong) - i); break; }
+    if (GOT(A_CONG) && ALEN(A_CONG))
         present |= W10G_HAVE_CONG;
-    }
     int tos_attr = m.idiag_family == AF_INET6 ? A_TCLASS : A_TOS;
-    if (GOT(tos_attr) && alen[tos_attr] >= 1) {
-        tos = attr[tos_attr][0];
+    if (GOT(tos_attr) && ALEN(tos_attr) >= 1) {
+        tos = ATTR(tos_attr)[0];
         present |= W10G_HAVE_TOS;
-    } else if (GOT(A_TOS) && alen[A_TOS] >= 1) {
-        tos = attr[A_TOS][0];
+    } else if (GOT(A_TOS) && ALEN(A_TOS) >= 1) {
+        tos = ATTR(A_TOS)[0];
         present |= W10G_HAVE_TOS;
     }
-    if (GOT(A_CLASS_ID) && alen[A_CLASS_ID] >= 4) {
-        memcpy(&class_id, attr[A_CLASS_ID], 4);
+    if (GOT(A_CLASS_ID) && ALEN(A_CLASS_ID) >= 4) {
+        memcpy(&class_id, ATTR(A_CLASS_ID), 4);
         present |= W10G_HAVE_CLASS_ID;
     }
-    if (GOT(A_SHUTDOWN) && alen[A_SHUTDOWN] >= 1) {
-        shut = attr[A_SHUTDOWN][0];
+    if (GOT(A_SHUTDOWN) && ALEN(A_SHUTDOWN) >= 1) {
+        shut = ATTR(A_SHUTDOWN)[0];
         present |= W10G_HAVE_SHUTDOWN;
     }
-    if (GOT(A_MARK) && alen[A_MARK] >= 4) {
-        memcpy(&mark, attr[A_MARK], 4);
+    if (GOT(A_MARK) && ALEN(A_MARK) >= 4) {
+        memcpy(&mark, ATTR(A_MARK), 4);
         present |= W10G_HAVE_MARK;
     }
-    if (GOT(A_CGROUP_ID) && alen[A_CGROUP_ID] >= 8) {
-        memcpy(&cgroup, attr[A_CGROUP_ID], 8);
+    if (GOT(A_CGROUP_ID) && ALEN(A_CGROUP_ID) >= 8) {
+        memcpy(&cgroup, ATTR(A_CGROUP_ID), 8);
         present |= W10G_HAVE_CGROUP;
     }
-    if (GOT(A_SOCKOPT) && alen[A_SOCKOPT] >= 2) {
-        memcpy(&sockopt, attr[A_SOCKOPT], 2);
+    if (GOT(A_SOCKOPT) && ALEN(A_SOCKOPT) >= 2) {
+        memcpy(&sockopt, ATTR(A_SOCKOPT), 2);
         present |= W10G_HAVE_SOCKOPT;
     }
-    if (GOT(A_BBRINFO) && alen[A_BBRINFO] >= sizeof(bbr)) {
-        memcpy(bbr, attr[A_BBRINFO], sizeof(bbr));
+    if (GOT(A_BBRINFO) && ALEN(A_BBRINFO) >= sizeof(bbr)) {
+        memcpy(bbr, ATTR(A_BBRINFO), sizeof(bbr));
         present |= W10G_HAVE_BBR;
     }
-    if (GOT(A_DCTCPINFO) && alen[A_DCTCPINFO] >= sizeof(dctcp)) {
-        memcpy(dctcp, attr[A_DCTCPINFO], sizeof(dctcp));
+    if (GOT(A_DCTCPINFO) && ALEN(A_DCTCPINFO) >= sizeof(dctcp)) {
+        memcpy(dctcp, ATTR(A_DCTCPINFO), sizeof(dctcp));
         present |= W10G_HAVE_DCTCP;
     }
-    if (GOT(A_VEGASINFO) && alen[A_VEGASINFO] >= sizeof(vegas)) {
-        memcpy(vegas, attr[A_VEGASINFO], sizeof(vegas));
+    if (GOT(A_VEGASINFO) && ALEN(A_VEGASINFO) >= sizeof(vegas)) {
+        memcpy(vegas, ATTR(A_VEGASINFO), sizeof(vegas));
         present |= W10G_HAVE_VEGAS;
     }
 
@@ -331,10 +549,8 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     PUT_U8(state, rfc);
     PUT_U16(local_port, ntohs(m.id.idiag_sport));
     PUT_U16(rem_port, ntohs(m.id.idiag_dport));
-    if (cfg->off[W10G_SD_local_addr] >= 0)
-        memcpy(row + cfg->off[W10G_SD_local_addr], m.id.idiag_src, 16);
-    if (cfg->off[W10G_SD_rem_addr] >= 0)
-        memcpy(row + cfg->off[W10G_SD_rem_addr], m.id.idiag_dst, 16);
+    memcpy(r->local_addr, m.id.idiag_src, 16);
+    memcpy(r->rem_addr, m.id.idiag_dst, 16);
     PUT_U32(uid, m.idiag_uid);
     PUT_U32(inode, m.idiag_inode);
     PUT_I64(timestamp, s->now_ns);
@@ -342,233 +558,250 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
 
     /* values shared by several columns */
     const int listen = m.idiag_state == 10;
-    const uint32_t mss = ti.tcpi_snd_mss;
-    int64_t inflight = (int64_t)ti.tcpi_unacked - ti.tcpi_sacked - ti.tcpi_lost + ti.tcpi_retrans;
+    const uint32_t mss = TI(tcpi_snd_mss);
+    int64_t inflight = (int64_t)TI(tcpi_unacked) - TI(tcpi_sacked) - TI(tcpi_lost) + TI(tcpi_retrans);
     const uint32_t pipe = inflight > 0 ? sat_mul((uint32_t)inflight, mss) : 0;
-    const uint32_t cwnd = sat_mul(ti.tcpi_snd_cwnd, mss);
-    const int ssthresh_set = ti.tcpi_snd_ssthresh < 0x7FFFFFFF;
-    const uint32_t ssthresh = ssthresh_set ? sat_mul(ti.tcpi_snd_ssthresh, mss) : UINT32_MAX;
+    const uint32_t cwnd = sat_mul(TI(tcpi_snd_cwnd), mss);
+    const int ssthresh_set = TI(tcpi_snd_ssthresh) < 0x7FFFFFFF;
+    const uint32_t ssthresh = ssthresh_set ? sat_mul(TI(tcpi_snd_ssthresh), mss) : UINT32_MAX;
     const uint32_t rqueue = listen ? 0 : m.idiag_rqueue;
-    const uint64_t busy = ti.tcpi_busy_time, rwnd_lim = ti.tcpi_rwnd_limited,
-                   sndbuf_lim = ti.tcpi_sndbuf_limited;
+    const uint64_t busy = TI(tcpi_busy_time), rwnd_lim = TI(tcpi_rwnd_limited),
+                   sndbuf_lim = TI(tcpi_sndbuf_limited);
     const uint64_t cwnd_lim = busy > rwnd_lim + sndbuf_lim ? busy - rwnd_lim - sndbuf_lim : 0;
-    const int wscale = ti.tcpi_options & 0x4;
-    const uint32_t word = ti.tcpi_accecn_word;
+    const int wscale = TI(tcpi_options) & 0x4;
+    const uint32_t word = TI(tcpi_accecn_word);
     const int bitfield = cfg->flags & W10G_SD_ACCECN_BITFIELD;
     /* RTTVar: Web10G reads rttvar_us >> 2, the variation term of RTO = SRTT + 4 * RTTVar
      * (floored at tcp_rto_min / 4), which tcp_info lacks (tcpi_rttvar is the mean
      * deviation). Derived from the RTO: each expiry doubles it and counts in tcpi_backoff,
      * so shift back; zero-window probes (idiag_timer 4) count there without doubling it. */
-    const unsigned shift = m.idiag_timer == 4 ? 0 : ti.tcpi_backoff;
-    const uint32_t base_rto = shift < 32 ? ti.tcpi_rto >> shift : 0;
-    const uint32_t rttvar = base_rto > ti.tcpi_rtt ? (base_rto - ti.tcpi_rtt) / 4000 : 0;
-    const int rto_sampled = ti.tcpi_backoff == 0 && ti.tcpi_rtt != 0;
+    const unsigned shift = m.idiag_timer == 4 ? 0 : TI(tcpi_backoff);
+    const uint32_t base_rto = shift < 32 ? TI(tcpi_rto) >> shift : 0;
+    const uint32_t rttvar = base_rto > TI(tcpi_rtt) ? (base_rto - TI(tcpi_rtt)) / 4000 : 0;
+    const int rto_sampled = TI(tcpi_backoff) == 0 && TI(tcpi_rtt) != 0;
 
     /* derived columns: the client's running max/min per flow */
-    struct w10g_flow scratch, *f = &scratch;
-    memset(&scratch, 0, sizeof(scratch));
+    const struct w10g_flow *f = &no_flow;
     if ((cfg->flags & W10G_SD_DERIVED) && (present & W10G_HAVE_INFO) && cookie && s->flows) {
-        f = flowtab_get(s->flows, cookie);
-        if (!f) {
+        struct w10g_flow *t = flowtab_get(s->flows, cookie);
+        if (!t) {
             errno = ENOMEM;
             return MNL_CB_ERROR;
         }
-        if (pipe > f->max_pipe) f->max_pipe = pipe;
-        if (ti.tcpi_rtt > f->max_rtt_us) f->max_rtt_us = ti.tcpi_rtt;
+        if (pipe > t->max_pipe) t->max_pipe = pipe;
+        if (TI(tcpi_rtt) > t->max_rtt_us) t->max_rtt_us = TI(tcpi_rtt);
         /* Web10G records the RTO only on an RTT sample, which also clears the back-off:
          * never a backed-off RTO, nor the initial one before the first sample. */
         if (rto_sampled) {
-            if (ti.tcpi_rto > f->max_rto_us) f->max_rto_us = ti.tcpi_rto;
-            if (ti.tcpi_rto && ti.tcpi_rto < f->min_rto_us) f->min_rto_us = ti.tcpi_rto;
+            if (TI(tcpi_rto) > t->max_rto_us) t->max_rto_us = TI(tcpi_rto);
+            if (TI(tcpi_rto) && TI(tcpi_rto) < t->min_rto_us) t->min_rto_us = TI(tcpi_rto);
         }
-        if (ti.tcpi_rcv_wnd > f->max_rwin_sent) f->max_rwin_sent = ti.tcpi_rcv_wnd;
-        if (ti.tcpi_snd_wnd > f->max_rwin_rcvd) f->max_rwin_rcvd = ti.tcpi_snd_wnd;
-        if (mss > f->max_mss) f->max_mss = mss;
-        if (mss && mss < f->min_mss) f->min_mss = mss;
-        if (ti.tcpi_snd_cwnd <= ti.tcpi_snd_ssthresh) {     /* Web10G: slow start */
-            if (cwnd > f->max_ss_cwnd) f->max_ss_cwnd = cwnd;
-        } else if (cwnd > f->max_ca_cwnd) {
-            f->max_ca_cwnd = cwnd;
+        if (TI(tcpi_rcv_wnd) > t->max_rwin_sent) t->max_rwin_sent = TI(tcpi_rcv_wnd);
+        if (TI(tcpi_snd_wnd) > t->max_rwin_rcvd) t->max_rwin_rcvd = TI(tcpi_snd_wnd);
+        if (mss > t->max_mss) t->max_mss = mss;
+        if (mss && mss < t->min_mss) t->min_mss = mss;
+        if (TI(tcpi_snd_cwnd) <= TI(tcpi_snd_ssthresh)) {     /* Web10G: slow start */
+            if (cwnd > t->max_ss_cwnd) t->max_ss_cwnd = cwnd;
+        } else if (cwnd > t->max_ca_cwnd) {
+            t->max_ca_cwnd = cwnd;
         }
         if (ssthresh_set) {
-            if (ssthresh > f->max_ssthresh) f->max_ssthresh = ssthresh;
-            if (ssthresh < f->min_ssthresh) f->min_ssthresh = ssthresh;
+            if (ssthresh > t->max_ssthresh) t->max_ssthresh = ssthresh;
+            if (ssthresh < t->min_ssthresh) t->min_ssthresh = ssthresh;
         }
-        if (ti.tcpi_notsent_bytes > f->max_app_wq) f->max_app_wq = ti.tcpi_notsent_bytes;
-        if (rqueue > f->max_app_rq) f->max_app_rq = rqueue;
-    } else {
-        f->min_rto_us = f->min_mss = f->min_ssthresh = 0;
+        if (TI(tcpi_notsent_bytes) > t->max_app_wq) t->max_app_wq = TI(tcpi_notsent_bytes);
+        if (rqueue > t->max_app_rq) t->max_app_rq = rqueue;
+        f = t;
     }
 
     /* perf */
-    PUT_U32(SegsOut, ti.tcpi_segs_out);
-    PUT_U32(DataSegsOut, ti.tcpi_data_segs_out);
-    PUT_U32(DataOctetsOut, ti.tcpi_bytes_sent);
-    PUT_U64(HCDataOctetsOut, ti.tcpi_bytes_sent);
-    PUT_U32(SegsRetrans, ti.tcpi_total_retrans);
-    PUT_U32(OctetsRetrans, ti.tcpi_bytes_retrans);
-    PUT_U32(SegsIn, ti.tcpi_segs_in);
-    PUT_U32(DataSegsIn, ti.tcpi_data_segs_in);
-    PUT_U32(DataOctetsIn, ti.tcpi_bytes_received);
-    PUT_U64(HCDataOctetsIn, ti.tcpi_bytes_received);
+    PUT_U32(SegsOut, TI(tcpi_segs_out));
+    PUT_U32(DataSegsOut, TI(tcpi_data_segs_out));
+    PUT_U32(DataOctetsOut, TI(tcpi_bytes_sent));
+    PUT_U64(HCDataOctetsOut, TI(tcpi_bytes_sent));
+    PUT_U32(SegsRetrans, TI(tcpi_total_retrans));
+    PUT_U32(OctetsRetrans, TI(tcpi_bytes_retrans));
+    PUT_U32(SegsIn, TI(tcpi_segs_in));
+    PUT_U32(DataSegsIn, TI(tcpi_data_segs_in));
+    PUT_U32(DataOctetsIn, TI(tcpi_bytes_received));
+    PUT_U64(HCDataOctetsIn, TI(tcpi_bytes_received));
     PUT_U32(CurMSS, mss);
     PUT_U32(PipeSize, pipe);
     PUT_U32(MaxPipeSize, f->max_pipe);
-    PUT_U32(SmoothedRTT, ti.tcpi_rtt / 1000);
-    PUT_U32(CurRTO, ti.tcpi_rto / 1000);
+    PUT_U32(SmoothedRTT, TI(tcpi_rtt) / 1000);
+    PUT_U32(CurRTO, TI(tcpi_rto) / 1000);
     PUT_U32(CurCwnd, cwnd);
     PUT_U32(CurSsthresh, ssthresh);
-    PUT_U32(Timeouts, ti.tcpi_total_rto_recoveries);
-    PUT_U32(CurRwinSent, ti.tcpi_rcv_wnd);
+    PUT_U32(Timeouts, TI(tcpi_total_rto_recoveries));
+    PUT_U32(CurRwinSent, TI(tcpi_rcv_wnd));
     PUT_U32(MaxRwinSent, f->max_rwin_sent);
-    PUT_U32(CurRwinRcvd, ti.tcpi_snd_wnd);
+    PUT_U32(CurRwinRcvd, TI(tcpi_snd_wnd));
     PUT_U32(MaxRwinRcvd, f->max_rwin_rcvd);
     PUT_U32(SndLimTimeSnd, sndbuf_lim);
     PUT_U32(SndLimTimeCwnd, cwnd_lim);
     PUT_U32(SndLimTimeRwin, rwnd_lim);
     /* path */
-    PUT_U32(RetranThresh, ti.tcpi_reordering);
+    PUT_U32(RetranThresh, TI(tcpi_reordering));
     PUT_U32(RTTVar, rttvar);                         /* ms */
     PUT_U32(MaxRTT, f->max_rtt_us / 1000);
-    PUT_U32(MinRTT, us_to_ms(ti.tcpi_min_rtt));     /* all-ones = no sample, as Web10G */
+    PUT_U32(MinRTT, us_to_ms(TI(tcpi_min_rtt)));     /* all-ones = no sample, as Web10G */
     PUT_U32(MaxRTO, f->max_rto_us / 1000);
     PUT_U32(MinRTO, us_to_ms(f->min_rto_us));
     PUT_U8(IpTosOut, tos);
-    PUT_U32(ECNsignals, ti.tcpi_delivered_ce);
-    PUT_U32(RcvRTT, ti.tcpi_rcv_rtt);
-    PUT_U32(CERcvd, ti.tcpi_received_ce);
+    PUT_U32(ECNsignals, TI(tcpi_delivered_ce));
+    PUT_U32(RcvRTT, TI(tcpi_rcv_rtt));
+    PUT_U32(CERcvd, TI(tcpi_received_ce));
     /* stack */
-    PUT_U32(MSSSent, ti.tcpi_advmss);
-    PUT_I32(WinScaleSent, wscale ? (ti.tcpi_wscale >> 4) : -1);
-    PUT_I32(WinScaleRcvd, wscale ? (ti.tcpi_wscale & 15) : -1);
-    PUT_I32(TimeStamps, negotiated(ti.tcpi_options & 0x1, cfg->sysctl_timestamps));
-    PUT_I32(ECN, negotiated(ti.tcpi_options & 0x8, cfg->sysctl_ecn));   /* any mode: 3 */
-    PUT_I32(WillSendSACK, negotiated(ti.tcpi_options & 0x2, cfg->sysctl_sack));
-    PUT_I32(WillUseSACK, negotiated(ti.tcpi_options & 0x2, cfg->sysctl_sack));
+    PUT_U32(MSSSent, TI(tcpi_advmss));
+    PUT_I32(WinScaleSent, wscale ? (TI(tcpi_wscale) >> 4) : -1);
+    PUT_I32(WinScaleRcvd, wscale ? (TI(tcpi_wscale) & 15) : -1);
+    PUT_I32(TimeStamps, negotiated(TI(tcpi_options) & 0x1, cfg->sysctl_timestamps));
+    PUT_I32(ECN, negotiated(TI(tcpi_options) & 0x8, cfg->sysctl_ecn));   /* any mode: 3 */
+    PUT_I32(WillSendSACK, negotiated(TI(tcpi_options) & 0x2, cfg->sysctl_sack));
+    PUT_I32(WillUseSACK, negotiated(TI(tcpi_options) & 0x2, cfg->sysctl_sack));
     PUT_I32(State, rfc);
     PUT_U32(MaxSsCwnd, f->max_ss_cwnd);
     PUT_U32(MaxCaCwnd, f->max_ca_cwnd);
     PUT_U32(MaxSsthresh, f->max_ssthresh);
     PUT_U32(MinSsthresh, f->min_ssthresh);
     /* Web10G's InRecovery: 1 past CWR (Recovery or Loss), 2 otherwise (ABI section 7.6) */
-    PUT_I32(InRecovery, ti.tcpi_ca_state > 2 ? 1 : 2);
-    PUT_U32(SubsequentTimeouts, ti.tcpi_total_rto > ti.tcpi_total_rto_recoveries
-                                ? ti.tcpi_total_rto - ti.tcpi_total_rto_recoveries : 0);
-    PUT_U32(CurTimeoutCount, ti.tcpi_retransmits);
-    PUT_U32(DSACKDups, ti.tcpi_dsack_dups);
+    PUT_I32(InRecovery, TI(tcpi_ca_state) > 2 ? 1 : 2);
+    PUT_U32(SubsequentTimeouts, TI(tcpi_total_rto) > TI(tcpi_total_rto_recoveries)
+                                ? TI(tcpi_total_rto) - TI(tcpi_total_rto_recoveries) : 0);
+    PUT_U32(CurTimeoutCount, TI(tcpi_retransmits));
+    PUT_U32(DSACKDups, TI(tcpi_dsack_dups));
     PUT_U32(MaxMSS, f->max_mss);
     PUT_U32(MinMSS, f->min_mss);
     /* app */
-    PUT_U32(ThruOctetsAcked, ti.tcpi_bytes_acked);
-    PUT_U64(HCThruOctetsAcked, ti.tcpi_bytes_acked);
-    PUT_U32(ThruOctetsReceived, ti.tcpi_bytes_received);
-    PUT_U64(HCThruOctetsReceived, ti.tcpi_bytes_received);
-    PUT_U32(CurAppWQueue, ti.tcpi_notsent_bytes);
+    PUT_U32(ThruOctetsAcked, TI(tcpi_bytes_acked));
+    PUT_U64(HCThruOctetsAcked, TI(tcpi_bytes_acked));
+    PUT_U32(ThruOctetsReceived, TI(tcpi_bytes_received));
+    PUT_U64(HCThruOctetsReceived, TI(tcpi_bytes_received));
+    PUT_U32(CurAppWQueue, TI(tcpi_notsent_bytes));
     PUT_U32(MaxAppWQueue, f->max_app_wq);
     PUT_U32(CurAppRQueue, rqueue);
     PUT_U32(MaxAppRQueue, f->max_app_rq);
     /* extras */
     PUT_U32(Priority, class_id);
 
-    /* stock-only columns */
-    PUT_U32(rtt_us, ti.tcpi_rtt);
-    PUT_U32(rttvar_us, ti.tcpi_rttvar);
-    PUT_U32(rto_us, ti.tcpi_rto);
-    PUT_U32(min_rtt_us, ti.tcpi_min_rtt);
-    PUT_U32(cwnd_segs, ti.tcpi_snd_cwnd);
-    PUT_U32(ssthresh_segs, ti.tcpi_snd_ssthresh);
-    PUT_U8(ca_state, ti.tcpi_ca_state);
-    PUT_U8(probes_out, ti.tcpi_probes);
-    PUT_U8(rto_backoff, ti.tcpi_backoff);
-    PUT_U8(options, ti.tcpi_options);
-    PUT_U8(opt_timestamps, (ti.tcpi_options >> 0) & 1);
-    PUT_U8(opt_sack, (ti.tcpi_options >> 1) & 1);
-    PUT_U8(opt_wscale, (ti.tcpi_options >> 2) & 1);
-    PUT_U8(opt_ecn, (ti.tcpi_options >> 3) & 1);
-    PUT_U8(opt_ecn_seen, (ti.tcpi_options >> 4) & 1);
-    PUT_U8(opt_syn_data, (ti.tcpi_options >> 5) & 1);
-    PUT_U8(opt_usec_ts, (ti.tcpi_options >> 6) & 1);
-    PUT_U8(opt_tfo_child, (ti.tcpi_options >> 7) & 1);
-    PUT_U8(delivery_rate_app_limited, ti.tcpi_flags7 & 1);
-    PUT_U8(fastopen_client_fail, (ti.tcpi_flags7 >> 1) & 3);
-    PUT_U32(delayed_ack_timeout_us, ti.tcpi_ato);
-    PUT_U32(rcv_mss_bytes, ti.tcpi_rcv_mss);
-    PUT_U32(unacked_segs, ti.tcpi_unacked);
-    PUT_U32(sacked_segs, ti.tcpi_sacked);
-    PUT_U32(lost_segs, ti.tcpi_lost);
-    PUT_U32(retrans_in_flight_segs, ti.tcpi_retrans);
-    PUT_U32(last_data_sent_ago_ms, ti.tcpi_last_data_sent);
-    PUT_U32(last_data_recv_ago_ms, ti.tcpi_last_data_recv);
-    PUT_U32(last_ack_recv_ago_ms, ti.tcpi_last_ack_recv);
-    PUT_U32(path_mtu_bytes, ti.tcpi_pmtu);
-    PUT_U32(rcv_ssthresh_bytes, ti.tcpi_rcv_ssthresh);
-    PUT_U32(rcv_space_bytes, ti.tcpi_rcv_space);
-    PUT_U64(pacing_rate_bytes_per_s, ti.tcpi_pacing_rate);
-    PUT_U64(max_pacing_rate_bytes_per_s, ti.tcpi_max_pacing_rate);
-    PUT_U64(delivery_rate_bytes_per_s, ti.tcpi_delivery_rate);
-    PUT_U64(busy_time_us, busy);
-    PUT_U32(delivered_segs, ti.tcpi_delivered);
-    PUT_U32(delivered_ce_segs, ti.tcpi_delivered_ce);
-    PUT_U32(reord_events, ti.tcpi_reord_seen);
-    PUT_U32(ooo_segs_in, ti.tcpi_rcv_ooopack);
-    PUT_U32(rehash_count, ti.tcpi_rehash);
-    PUT_U16(rto_expirations, ti.tcpi_total_rto);
-    PUT_U32(rto_recovery_time_ms, ti.tcpi_total_rto_time);
-    PUT_U32(accecn_delivered_ect1_bytes, ti.tcpi_delivered_e1_bytes);
-    PUT_U32(accecn_delivered_ect0_bytes, ti.tcpi_delivered_e0_bytes);
-    PUT_U32(accecn_delivered_ce_bytes, ti.tcpi_delivered_ce_bytes);
-    PUT_U32(ecn_received_ect1_bytes, ti.tcpi_received_e1_bytes);
-    PUT_U32(ecn_received_ect0_bytes, ti.tcpi_received_e0_bytes);
-    PUT_U32(ecn_received_ce_bytes, ti.tcpi_received_ce_bytes);
-    /* The last word: two u16 on 6.18, a bit-field from 7.0 (mapping section 2). */
-    PUT_U16(accecn_fail_mode, bitfield ? (word >> 4) & 0xF : (word & 0xFFFF));
-    PUT_U16(accecn_opt_seen, bitfield ? (word >> 2) & 0x3 : (word >> 16));
-    PUT_U8(ecn_mode, bitfield ? word & 0x3 : 0);
-    PUT_U32(options2, bitfield ? word >> 8 : 0);
-    PUT_U32(accecn_word, word);
-    PUT_U8(timer, m.idiag_timer);
-    PUT_U32(timer_expires_ms, m.idiag_expires);
-    PUT_U8(timer_retrans, m.idiag_retrans);
-    PUT_U32(bound_ifindex, m.id.idiag_if);
-    PUT_U32(mem_rmem_bytes, meminfo[0]);
-    PUT_U32(mem_wmem_bytes, meminfo[1]);
-    PUT_U32(mem_fmem_bytes, meminfo[2]);
-    PUT_U32(mem_tmem_bytes, meminfo[3]);
-    PUT_U32(skmem_rmem_alloc, skmem[0]);
-    PUT_U32(skmem_rcvbuf, skmem[1]);
-    PUT_U32(skmem_wmem_alloc, skmem[2]);
-    PUT_U32(skmem_sndbuf, skmem[3]);
-    PUT_U32(skmem_fwd_alloc, skmem[4]);
-    PUT_U32(skmem_wmem_queued, skmem[5]);
-    PUT_U32(skmem_optmem, skmem[6]);
-    PUT_U32(skmem_backlog, skmem[7]);
-    PUT_U32(skmem_drops, skmem[8]);
-    if (cfg->off[W10G_SD_cc_algorithm] >= 0)
-        memcpy(row + cfg->off[W10G_SD_cc_algorithm], cong, sizeof(cong));
-    PUT_U64(bbr_bw_bytes_per_s, (uint64_t)bbr[1] << 32 | bbr[0]);
-    PUT_U32(bbr_min_rtt_us, bbr[2]);
-    PUT_F64(bbr_pacing_gain, bbr[3] / 256.0);
-    PUT_F64(bbr_cwnd_gain, bbr[4] / 256.0);
-    uint16_t dctcp_enabled, dctcp_ce_state;
-    memcpy(&dctcp_enabled, dctcp, 2);
-    memcpy(&dctcp_ce_state, dctcp + 2, 2);
-    PUT_U16(dctcp_enabled, dctcp_enabled);
-    PUT_U16(dctcp_ce_state, dctcp_ce_state);
-    PUT_F64(dctcp_alpha, rd32(dctcp, 1) / 1024.0);
-    PUT_U32(dctcp_ab_ecn, rd32(dctcp, 2));
-    PUT_U32(dctcp_ab_tot, rd32(dctcp, 3));
-    PUT_U32(vegas_enabled, vegas[0]);
-    PUT_U32(vegas_rtt_count, vegas[1]);
-    PUT_U32(vegas_rtt_us, vegas[2]);
-    PUT_U32(vegas_min_rtt_us, vegas[3]);
-    PUT_U8(shutdown_rd, shut & 1);
-    PUT_U8(shutdown_wr, (shut >> 1) & 1);
-    PUT_U32(mark, mark);
-    PUT_U32(class_id, class_id);
-    PUT_U64(cgroup_id, cgroup);
-    PUT_U16(sockopt_flags, sockopt);
+    /* stock-only columns, in blocks a selection may leave out altogether */
+    const uint32_t blocks = cfg->blocks;
+    if (blocks & W10G_BLK_STOCK) {
+        PUT_U32(rtt_us, TI(tcpi_rtt));
+        PUT_U32(rttvar_us, TI(tcpi_rttvar));
+        PUT_U32(rto_us, TI(tcpi_rto));
+        PUT_U32(min_rtt_us, TI(tcpi_min_rtt));
+        PUT_U32(cwnd_segs, TI(tcpi_snd_cwnd));
+        PUT_U32(ssthresh_segs, TI(tcpi_snd_ssthresh));
+        PUT_U8(ca_state, TI(tcpi_ca_state));
+        PUT_U8(probes_out, TI(tcpi_probes));
+        PUT_U8(rto_backoff, TI(tcpi_backoff));
+        PUT_U8(options, TI(tcpi_options));
+        PUT_U8(opt_timestamps, (TI(tcpi_options) >> 0) & 1);
+        PUT_U8(opt_sack, (TI(tcpi_options) >> 1) & 1);
+        PUT_U8(opt_wscale, (TI(tcpi_options) >> 2) & 1);
+        PUT_U8(opt_ecn, (TI(tcpi_options) >> 3) & 1);
+        PUT_U8(opt_ecn_seen, (TI(tcpi_options) >> 4) & 1);
+        PUT_U8(opt_syn_data, (TI(tcpi_options) >> 5) & 1);
+        PUT_U8(opt_usec_ts, (TI(tcpi_options) >> 6) & 1);
+        PUT_U8(opt_tfo_child, (TI(tcpi_options) >> 7) & 1);
+        PUT_U8(delivery_rate_app_limited, TI(tcpi_flags7) & 1);
+        PUT_U8(fastopen_client_fail, (TI(tcpi_flags7) >> 1) & 3);
+        PUT_U32(delayed_ack_timeout_us, TI(tcpi_ato));
+        PUT_U32(rcv_mss_bytes, TI(tcpi_rcv_mss));
+        PUT_U32(unacked_segs, TI(tcpi_unacked));
+        PUT_U32(sacked_segs, TI(tcpi_sacked));
+        PUT_U32(lost_segs, TI(tcpi_lost));
+        PUT_U32(retrans_in_flight_segs, TI(tcpi_retrans));
+        PUT_U32(last_data_sent_ago_ms, TI(tcpi_last_data_sent));
+        PUT_U32(last_data_recv_ago_ms, TI(tcpi_last_data_recv));
+        PUT_U32(last_ack_recv_ago_ms, TI(tcpi_last_ack_recv));
+        PUT_U32(path_mtu_bytes, TI(tcpi_pmtu));
+        PUT_U32(rcv_ssthresh_bytes, TI(tcpi_rcv_ssthresh));
+        PUT_U32(rcv_space_bytes, TI(tcpi_rcv_space));
+        PUT_U64(pacing_rate_bytes_per_s, TI(tcpi_pacing_rate));
+        PUT_U64(max_pacing_rate_bytes_per_s, TI(tcpi_max_pacing_rate));
+        PUT_U64(delivery_rate_bytes_per_s, TI(tcpi_delivery_rate));
+        PUT_U64(busy_time_us, busy);
+        PUT_U32(delivered_segs, TI(tcpi_delivered));
+        PUT_U32(delivered_ce_segs, TI(tcpi_delivered_ce));
+        PUT_U32(reord_events, TI(tcpi_reord_seen));
+        PUT_U32(ooo_segs_in, TI(tcpi_rcv_ooopack));
+        PUT_U32(rehash_count, TI(tcpi_rehash));
+        PUT_U16(rto_expirations, TI(tcpi_total_rto));
+        PUT_U32(rto_recovery_time_ms, TI(tcpi_total_rto_time));
+        PUT_U32(accecn_delivered_ect1_bytes, TI(tcpi_delivered_e1_bytes));
+        PUT_U32(accecn_delivered_ect0_bytes, TI(tcpi_delivered_e0_bytes));
+        PUT_U32(accecn_delivered_ce_bytes, TI(tcpi_delivered_ce_bytes));
+        PUT_U32(ecn_received_ect1_bytes, TI(tcpi_received_e1_bytes));
+        PUT_U32(ecn_received_ect0_bytes, TI(tcpi_received_e0_bytes));
+        PUT_U32(ecn_received_ce_bytes, TI(tcpi_received_ce_bytes));
+        /* The last word: two u16 on 6.18, a bit-field from 7.0 (mapping section 2). */
+        PUT_U16(accecn_fail_mode, bitfield ? (word >> 4) & 0xF : (word & 0xFFFF));
+        PUT_U16(accecn_opt_seen, bitfield ? (word >> 2) & 0x3 : (word >> 16));
+        PUT_U8(ecn_mode, bitfield ? word & 0x3 : 0);
+        PUT_U32(options2, bitfield ? word >> 8 : 0);
+        PUT_U32(accecn_word, word);
+    }
+    if (blocks & W10G_BLK_DIAG) {
+        PUT_U8(timer, m.idiag_timer);
+        PUT_U32(timer_expires_ms, m.idiag_expires);
+        PUT_U8(timer_retrans, m.idiag_retrans);
+        PUT_U32(bound_ifindex, m.id.idiag_if);
+    }
+    if (blocks & W10G_BLK_MEM) {
+        PUT_U32(mem_rmem_bytes, meminfo[0]);
+        PUT_U32(mem_wmem_bytes, meminfo[1]);
+        PUT_U32(mem_fmem_bytes, meminfo[2]);
+        PUT_U32(mem_tmem_bytes, meminfo[3]);
+        PUT_U32(skmem_rmem_alloc, skmem[0]);
+        PUT_U32(skmem_rcvbuf, skmem[1]);
+        PUT_U32(skmem_wmem_alloc, skmem[2]);
+        PUT_U32(skmem_sndbuf, skmem[3]);
+        PUT_U32(skmem_fwd_alloc, skmem[4]);
+        PUT_U32(skmem_wmem_queued, skmem[5]);
+        PUT_U32(skmem_optmem, skmem[6]);
+        PUT_U32(skmem_backlog, skmem[7]);
+        PUT_U32(skmem_drops, skmem[8]);
+    }
+    if (blocks & W10G_BLK_CC) {
+        /* cc_algorithm: up to the NUL, zero-padded */
+        memset(r->cc_algorithm, 0, sizeof(r->cc_algorithm));
+        if (present & W10G_HAVE_CONG) {
+            size_t n = ALEN(A_CONG) < sizeof(r->cc_algorithm) ? ALEN(A_CONG)
+                                                               : sizeof(r->cc_algorithm);
+            const char *c = (const char *)ATTR(A_CONG);
+            for (size_t i = 0; i < n && c[i]; i++)
+                r->cc_algorithm[i] = c[i];
+        }
+        PUT_U64(bbr_bw_bytes_per_s, (uint64_t)bbr[1] << 32 | bbr[0]);
+        PUT_U32(bbr_min_rtt_us, bbr[2]);
+        PUT_F64(bbr_pacing_gain, bbr[3] / 256.0);
+        PUT_F64(bbr_cwnd_gain, bbr[4] / 256.0);
+        uint16_t dctcp_enabled, dctcp_ce_state;
+        memcpy(&dctcp_enabled, dctcp, 2);
+        memcpy(&dctcp_ce_state, dctcp + 2, 2);
+        PUT_U16(dctcp_enabled, dctcp_enabled);
+        PUT_U16(dctcp_ce_state, dctcp_ce_state);
+        PUT_F64(dctcp_alpha, rd32(dctcp, 1) / 1024.0);
+        PUT_U32(dctcp_ab_ecn, rd32(dctcp, 2));
+        PUT_U32(dctcp_ab_tot, rd32(dctcp, 3));
+        PUT_U32(vegas_enabled, vegas[0]);
+        PUT_U32(vegas_rtt_count, vegas[1]);
+        PUT_U32(vegas_rtt_us, vegas[2]);
+        PUT_U32(vegas_min_rtt_us, vegas[3]);
+    }
+    if (blocks & W10G_BLK_MISC) {
+        PUT_U8(shutdown_rd, shut & 1);
+        PUT_U8(shutdown_wr, (shut >> 1) & 1);
+        PUT_U32(mark, mark);
+        PUT_U32(class_id, class_id);
+        PUT_U64(cgroup_id, cgroup);
+        PUT_U16(sockopt_flags, sockopt);
+    }
     PUT_U16(tcp_info_len, tlen);
 
+    emit_row(s, cfg, row, r);
     s->n++;
     return MNL_CB_OK;
 

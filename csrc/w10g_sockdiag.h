@@ -14,8 +14,13 @@
 #include <stdint.h>
 #include <linux/netlink.h>
 
-/* store kinds: U8 U16 U32 U64 I32 I64 F64, A16 = 16 raw bytes, S16 = NUL-padded string */
-#define W10G_SD_FIELDS(X) \
+/* store kinds: U8 U16 U32 U64 I32 I64 F64, A16 = 16 raw bytes, S16 = NUL-padded string.
+ * Three parts: the identity and per-row metadata (HEAD), the variables in registry order
+ * (BODY), and tcp_info_len (TAIL), which the registry lists last but a row type puts
+ * right after `present` (struct w10g_sd_row follows the row type's order). */
+#define W10G_SD_FIELDS(X) W10G_SD_HEAD(X) W10G_SD_BODY(X) W10G_SD_TAIL(X)
+
+#define W10G_SD_HEAD(X) \
     X(cid, U64) \
     X(family, U8) \
     X(state, U8) \
@@ -26,7 +31,9 @@
     X(uid, U32) \
     X(inode, U32) \
     X(timestamp, I64) \
-    X(present, U16) \
+    X(present, U16)
+
+#define W10G_SD_BODY(X) \
     X(SegsOut, U32) \
     X(DataSegsOut, U32) \
     X(DataOctetsOut, U32) \
@@ -179,7 +186,9 @@
     X(mark, U32) \
     X(class_id, U32) \
     X(cgroup_id, U64) \
-    X(sockopt_flags, U16) \
+    X(sockopt_flags, U16)
+
+#define W10G_SD_TAIL(X) \
     X(tcp_info_len, U16)
 
 enum w10g_sd_field {
@@ -207,6 +216,45 @@ enum {
     W10G_HAVE_VEGAS = 1 << 12,
 };
 
+/* One whole row: every column at the offset an aligned numpy row type of all of them in
+ * this order gives it (the dtype of read_all() of every variable). The decoder fills one
+ * per record, straight into the output when the output's row type is exactly this
+ * (w10g_sd_config.direct), else in the sink's scratch row, whose selected columns are
+ * then copied out in runs. No per-column test on the hot path either way. */
+#define W10G_SD_DECL_U8(n) uint8_t n;
+#define W10G_SD_DECL_U16(n) uint16_t n;
+#define W10G_SD_DECL_U32(n) uint32_t n;
+#define W10G_SD_DECL_U64(n) uint64_t n;
+#define W10G_SD_DECL_I32(n) int32_t n;
+#define W10G_SD_DECL_I64(n) int64_t n;
+#define W10G_SD_DECL_F64(n) double n;
+#define W10G_SD_DECL_A16(n) uint8_t n[16];
+#define W10G_SD_DECL_S16(n) char n[16];
+#define W10G_SD_MEMBER(name, kind) W10G_SD_DECL_##kind(name)
+struct w10g_sd_row {
+    W10G_SD_HEAD(W10G_SD_MEMBER)
+    W10G_SD_TAIL(W10G_SD_MEMBER)
+    W10G_SD_BODY(W10G_SD_MEMBER)
+};
+#undef W10G_SD_MEMBER
+
+/* A stretch of the row copied from the scratch row to the output: columns adjacent in
+ * both (and the padding between them) become one run. */
+struct w10g_sd_run {
+    uint32_t src, dst, len;
+};
+
+/* Blocks of stock-only columns: the decoder computes a block only when a selected column
+ * is in it (the Web10G variables and the identity are always computed). */
+enum {
+    W10G_BLK_STOCK = 1 << 0,    /* rtt_us .. accecn_word: tcp_info as the kernel has it */
+    W10G_BLK_DIAG = 1 << 1,     /* timer .. bound_ifindex: inet_diag_msg fields */
+    W10G_BLK_MEM = 1 << 2,      /* mem_* and skmem_* */
+    W10G_BLK_CC = 1 << 3,       /* cc_algorithm, bbr_*, dctcp_*, vegas_* */
+    W10G_BLK_MISC = 1 << 4,     /* shutdown_*, mark, class_id, cgroup_id, sockopt_flags */
+};
+uint32_t w10g_sd_block(int field);
+
 /* config flags */
 enum {
     W10G_SD_ACCECN_BITFIELD = 1 << 0,  /* kernel >= 7.0: tcp_info's last word is a bit-field */
@@ -219,6 +267,11 @@ struct w10g_sd_config {
     /* The namespace's sysctls, read at open: they tell "disabled here" (2) from "peer
      * declined" (3) for TimeStamps, WillSendSACK/WillUseSACK and ECN. */
     uint8_t sysctl_timestamps, sysctl_sack, sysctl_ecn;
+    /* set by w10g_sd_plan() from off[] and the row size: */
+    int direct;                      /* the output row is struct w10g_sd_row itself */
+    uint32_t blocks;                 /* W10G_BLK_*: stock-only column blocks selected */
+    uint32_t nruns;
+    struct w10g_sd_run runs[W10G_SD_NFIELDS];
 };
 
 /* What the client tracks per flow (keyed by socket cookie) for the derived columns. */
@@ -247,6 +300,9 @@ struct w10g_flowtab {
     uint64_t hits, probes;           /* guesses that held / index look-ups (for tests) */
 };
 
+#define W10G_SD_TPL_MAX 24     /* attributes a remembered layout may have */
+#define W10G_SD_ATTR_MAX 32    /* attribute types the decoder looks at: below this */
+
 /* Where decoded rows go: the caller's array, then a spill area for rows beyond its
  * capacity (moved into a larger array once the GIL is held again; no row is lost). */
 struct w10g_sd_sink {
@@ -263,7 +319,33 @@ struct w10g_sd_sink {
     int fixed_time;                 /* replay: keep now_ns as given */
     struct w10g_flowtab *flows;
     uint32_t bad_offset;            /* where a malformed message was found, for the error */
+    /* The last record's attribute layout: a record laid out the same way (the usual
+     * case) is recognised by comparing its headers at those offsets, loads that do not
+     * depend on each other, instead of walking the chain of lengths. */
+    uint32_t tpl_plen;              /* payload length of that record; 0 = none yet */
+    uint32_t tpl_n;
+    uint32_t tpl_seen;
+    uint32_t tpl_off[W10G_SD_TPL_MAX];   /* attribute header offsets in the payload */
+    uint32_t tpl_hdr[W10G_SD_TPL_MAX];   /* the headers, as 4 raw bytes */
+    uint32_t attr_off[W10G_SD_ATTR_MAX]; /* per type: payload offset in the record ... */
+    uint32_t attr_len[W10G_SD_ATTR_MAX]; /* ... and length, where tpl_seen has its bit */
+    int stream;                     /* write rows with non-temporal stores (large outputs) */
+    struct w10g_sd_row scratch;     /* every column of the row being decoded */
+    char outrow[2 * sizeof(struct w10g_sd_row)];   /* the output row, when streamed */
 };
+
+/* Large outputs: at least this many bytes (capacity x row size) are streamed. */
+#define W10G_SD_STREAM_MIN (4u << 20)
+
+/* After a decode: make streamed rows visible in order (a store fence). */
+void w10g_sd_done(struct w10g_sd_sink *sink);
+
+/* Fill cfg->direct and cfg->runs from cfg->off and the output's row size. */
+void w10g_sd_plan(struct w10g_sd_config *cfg, size_t itemsize);
+
+/* Byte offset of a column in struct w10g_sd_row (for the layout test), -1 if none. */
+int w10g_sd_row_offset(int field);
+size_t w10g_sd_row_size(void);
 
 /* libmnl data callback (mnl_cb_t): decode one SOCK_DIAG_BY_FAMILY message.
  * Returns MNL_CB_OK, or MNL_CB_ERROR with errno EBADMSG (malformed) or ENOMEM. */

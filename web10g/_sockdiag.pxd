@@ -10,6 +10,7 @@ cdef extern from "w10g_sockdiag.h" nogil:
         W10G_SD_NFIELDS
         W10G_SD_ACCECN_BITFIELD
         W10G_SD_DERIVED
+        W10G_SD_STREAM_MIN
 
     struct w10g_sd_config:
         int32_t off[W10G_SD_NFIELDS]
@@ -17,6 +18,8 @@ cdef extern from "w10g_sockdiag.h" nogil:
         uint8_t sysctl_timestamps
         uint8_t sysctl_sack
         uint8_t sysctl_ecn
+        int direct
+        uint32_t nruns
 
     struct w10g_flowtab:
         size_t nprev
@@ -38,7 +41,12 @@ cdef extern from "w10g_sockdiag.h" nogil:
         int fixed_time
         w10g_flowtab *flows
         uint32_t bad_offset
+        int stream
 
+    void w10g_sd_done(w10g_sd_sink *sink)
+    void w10g_sd_plan(w10g_sd_config *cfg, size_t itemsize)
+    int w10g_sd_row_offset(int field)
+    size_t w10g_sd_row_size()
     int w10g_sd_on_message(const nlmsghdr *nlh, void *sink) noexcept
     const char *w10g_sd_field_name(int field)
     const char *w10g_sd_field_kind(int field)

@@ -17,6 +17,12 @@ class Dumper:
     families: tuple[int, ...]
     filtered: bool
     flows_tracked: int
+    flow_lookups: tuple[int, int]
+    direct: bool
+    copy_runs: int
+    last_rows: int
+    recycled: int
+    allocated: int
     def __init__(self, sock: NetlinkSocket, dtype: Any, *, ext: int = ..., states: int = ...,
                  bytecode: bytes = ..., families: Any = ..., flags: int = ...,
                  sysctls: Any = ...) -> None: ...
@@ -32,4 +38,5 @@ def decode_datagrams(datagrams: Any, dtype: Any, *, timestamp_ns: int = ..., fla
                      sysctls: Any = ..., out: np.ndarray | None = ...,
                      flows: FlowTable | None = ...,
                      timestamps: Any = ...) -> tuple[np.ndarray, int]: ...
+def row_layout() -> tuple[dict[str, int], int]: ...
 def tcp_info_layout() -> tuple[dict[str, tuple[int, int]], int]: ...

@@ -18,12 +18,19 @@ cimport web10g._mnl as mnl
 from web10g._linux cimport nlmsghdr, NLMSG_HDRLEN, NLM_F_REQUEST, NLM_F_DUMP, NLM_F_ACK
 from web10g._netlink cimport NetlinkSocket, nl_status, STAGE_DECODE, frames_ok
 from web10g._sockdiag cimport (
-    W10G_SD_NFIELDS, W10G_SD_ACCECN_BITFIELD, W10G_SD_DERIVED, w10g_sd_config,
+    W10G_SD_NFIELDS, W10G_SD_ACCECN_BITFIELD, W10G_SD_DERIVED, W10G_SD_STREAM_MIN,
+    w10g_sd_config, w10g_sd_done,
     w10g_flowtab, w10g_sd_sink, w10g_sd_on_message, w10g_sd_field_name, w10g_sd_field_kind,
-    w10g_sd_kind_width, w10g_flowtab_end_dump, w10g_flowtab_free, w10g_tcp_info_field,
+    w10g_sd_kind_width, w10g_sd_plan, w10g_sd_row_offset, w10g_sd_row_size,
+    w10g_flowtab_end_dump, w10g_flowtab_free, w10g_tcp_info_field,
     w10g_tcp_info_size,
 )
 from web10g._rows cimport check_out, grow_rows
+from cpython.object cimport PyObject
+from cpython.list cimport PyList_GET_ITEM
+
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT(PyObject *o)
 from web10g import errors
 
 cnp.import_array()
@@ -62,6 +69,7 @@ cdef int _build_config(w10g_sd_config *cfg, object dtype) except -1:
         if ftype != want:
             raise TypeError(f"column {name!r} must be {want}, not {ftype}")
         cfg.off[i] = offset
+    w10g_sd_plan(cfg, dtype.itemsize)
     return 0
 
 
@@ -79,10 +87,14 @@ cdef class Dumper:
     cdef char *req
     cdef size_t reqlen
     cdef bint derived
+    cdef list _pool
+    cdef readonly size_t last_rows
+    cdef readonly unsigned long recycled, allocated
 
     def __cinit__(self):
         self.req = NULL
         memset(&self.flows, 0, sizeof(self.flows))
+        self._pool = []
 
     def __init__(self, NetlinkSocket sock not None, dtype, *, int ext=0,
                  unsigned int states=0xFFF, bytes bytecode=b"", families=(2, 10),
@@ -128,6 +140,17 @@ cdef class Dumper:
         w10g_flowtab_free(&self.flows)
 
     @property
+    def direct(self):
+        """True when rows are decoded in place: the dtype is the decoder's whole row
+        (every column, in its order); otherwise through a scratch row and run copies."""
+        return bool(self.cfg.direct)
+
+    @property
+    def copy_runs(self):
+        """How many copies move a decoded row's selected columns into the output."""
+        return 0 if self.cfg.direct else self.cfg.nruns
+
+    @property
     def flows_tracked(self):
         """Flows whose running max/min the decoder keeps (derived columns only)."""
         return self.flows.nprev
@@ -142,6 +165,7 @@ cdef class Dumper:
 
     cdef object _finish(self, out, w10g_sd_sink *sink):
         """Move spilled rows into a grown array (x2, geometric); free the spill."""
+        w10g_sd_done(sink)
         return grow_rows(out, self.dtype, sink.rows, sink.itemsize, sink.capacity,
                          &sink.spill, sink.n,
                          max(2 * sink.capacity, sink.n + sink.n // 4, <size_t>64))
@@ -152,23 +176,65 @@ cdef class Dumper:
         sink.rows = <char *>cnp.PyArray_DATA(out)
         sink.itemsize = self.dtype.itemsize
         sink.capacity = out.shape[0]
+        sink.stream = sink.capacity * sink.itemsize >= W10G_SD_STREAM_MIN
         sink.rxbuf = self.sock.rxbuf
         sink.rx_ns = &self.sock.rx_ns
         sink.flows = &self.flows if self.derived else NULL
         return 0
 
+    cdef object _fresh(self):
+        """An array for a result the caller will own (``dump()`` without ``out``).
+
+        A new array costs a page fault per 4 KiB on every sample (read_all() of every
+        variable at 100,000 flows is 87 MB: ~20% on top of the dump). So the arrays of
+        earlier results are kept (the last two) and one is reused once nothing but this
+        pool refers to it any more: the caller has dropped that result and every view
+        of it, so nobody can see the reuse; while it is held, it is left alone.
+        """
+        cdef Py_ssize_t i
+        cdef object arr
+        cdef Py_ssize_t need = max(<Py_ssize_t>64,
+                                   <Py_ssize_t>(self.last_rows + self.last_rows // 8 + 16))
+        for i in range(len(self._pool)):
+            if Py_REFCNT(<PyObject *>PyList_GET_ITEM(self._pool, i)) == 1:
+                arr = self._pool[i]
+                if (<cnp.ndarray>arr).shape[0] >= need:
+                    self.recycled += 1
+                    return arr
+                del self._pool[i]           # too small now: let it go
+                break
+        self.allocated += 1
+        return np.empty(need, dtype=self.dtype)
+
+    cdef _keep(self, object arr):
+        cdef Py_ssize_t i
+        for i in range(len(self._pool)):
+            if self._pool[i] is arr:
+                return
+        if len(self._pool) >= 2:
+            # replace one that is free, else the oldest
+            for i in range(len(self._pool)):
+                if Py_REFCNT(<PyObject *>PyList_GET_ITEM(self._pool, i)) == 1:
+                    del self._pool[i]
+                    break
+            else:
+                del self._pool[0]
+        self._pool.append(arr)
+
     def dump(self, out=None):
         """Dump every family into ``out``; return ``(array, n)``.
 
         ``array`` is ``out`` itself, or a larger copy when the flows outnumbered its
-        capacity; its first ``n`` rows are this sample.
+        capacity; its first ``n`` rows are this sample. Without ``out``, an array for the
+        caller to own: new, or one of an earlier result nothing refers to any more.
         """
         cdef w10g_sd_sink sink
         cdef nl_status st
         cdef int rc = 0
         cdef uint8_t fam
         cdef list fams = list(self.families)
-        out = self._check_out(out)
+        cdef bint pooled = out is None
+        out = self._fresh() if pooled else self._check_out(out)
         self._prepare(&sink, out)
         self.sock.acquire()
         try:
@@ -188,7 +254,11 @@ cdef class Dumper:
             raise self._error(&st, &sink, "sock_diag dump")
         if self.derived:
             w10g_flowtab_end_dump(&self.flows)
-        return self._finish(out, &sink), sink.n
+        arr = self._finish(out, &sink)
+        self.last_rows = sink.n
+        if pooled:
+            self._keep(arr)
+        return arr, sink.n
 
     def lookup(self, int family, bytes sockid not None, out=None):
         """One socket by its exact id (48 bytes of inet_diag_sockid); ``(array, n)``."""
@@ -245,6 +315,7 @@ cdef class Dumper:
         return self._finish(out, &sink), sink.n, overruns
 
     cdef object _error(self, nl_status *st, w10g_sd_sink *sink, str call):
+        w10g_sd_done(sink)
         if st.stage == STAGE_DECODE and st.err != 12:   # not ENOMEM
             return errors.MalformedReply(
                 f"{call}: record {sink.bad_offset} of the kernel's reply is malformed "
@@ -292,6 +363,7 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
     sink.rows = <char *>cnp.PyArray_DATA(out)
     sink.itemsize = dtype.itemsize
     sink.capacity = out.shape[0]
+    sink.stream = sink.capacity * sink.itemsize >= W10G_SD_STREAM_MIN
     sink.now_ns = timestamp_ns
     sink.fixed_time = 1
     if flows is not None:
@@ -313,10 +385,17 @@ def decode_datagrams(datagrams, dtype, *, int64_t timestamp_ns=0, unsigned int f
             free(sink.spill)
             raise errors.MalformedReply(
                 f"recorded datagram: record {sink.bad_offset} is malformed")
+    w10g_sd_done(&sink)
     if flows is not None:
         w10g_flowtab_end_dump(&flows.flows)
     return grow_rows(out, dtype, sink.rows, sink.itemsize, sink.capacity, &sink.spill,
                      sink.n, sink.n), sink.n
+
+
+def row_layout():
+    """The decoder's whole row (struct w10g_sd_row): ({column: offset}, sizeof)."""
+    return ({FIELD_NAMES[i]: w10g_sd_row_offset(i) for i in range(W10G_SD_NFIELDS)},
+            w10g_sd_row_size())
 
 
 def tcp_info_layout():

@@ -10,9 +10,14 @@ sampling goes on.
 
 Ring memory is bounded: ``max_bytes`` (default 256 MiB) caps the ring, so the number of
 snapshots kept is ``min(capacity, max_bytes // slot size)``, where a slot holds the flows
-the first read found (plus a quarter, and a slot grows when flows outnumber it). Slots
-are allocated when first used (``prefault=True`` allocates and touches every slot
-before sampling starts, for rates where a page fault would miss a deadline).
+the first read found (plus a quarter, and a slot grows when flows outnumber it).
+
+Prefaulting (``prefault=None``, the default, decides by the lap): when one pass through
+the ring takes at most a minute, every slot is allocated and its pages touched before
+sampling starts (a page fault, or the kernel compacting memory for a huge page, in the
+first pass stalled a 100 Hz sampler by tens of ms); for slower rings, where memory
+would be committed long before it is used, each slot is allocated and faulted in one
+sample ahead, in the idle time after a read. ``prefault=True``/``False`` force either.
 
 On a recording (``agent.capabilities.live`` is False) the sampler replays every sample
 in order as fast as it can decode them (each row keeps its recorded time) and stops at
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_MAX_BYTES = 256 << 20
+PREFAULT_LAP_S = 60.0      # prefault=None: prefault the ring when one lap takes at most this
 
 @dataclass
 class Snapshot:
@@ -86,7 +92,7 @@ class Sampler:
     def __init__(self, agent: Any, vars: Any = None, *, interval: float,
                  filter: Any = None, states: Any = None, capacity: int = 1000,
                  overwrite: bool = True, strict: bool = True,
-                 max_bytes: int = DEFAULT_MAX_BYTES, prefault: bool = False) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, prefault: bool | None = None) -> None:
         if not interval > 0:
             raise ValueError("interval must be a positive number of seconds")
         if capacity < 2:
@@ -124,7 +130,7 @@ class Sampler:
         """Bytes the ring's slots hold now."""
         return sum(a.nbytes for a in self._slots if a is not None)
 
-    def _probe(self, strict: bool, prefault: bool) -> None:
+    def _probe(self, strict: bool, prefault: bool | None) -> None:
         """One read before starting: sizes the slots, and an interval shorter than a read
         is reported now, with the rate the flow count allows."""
         t0 = time.perf_counter()
@@ -137,9 +143,11 @@ class Sampler:
         slot_bytes = self._slot_rows * self.dtype.itemsize
         self.capacity = max(2, min(self.capacity, self.max_bytes // slot_bytes))
         del self._slots[self.capacity:], self._meta[self.capacity:]
-        if prefault:
-            for i in range(self.capacity):
-                self._slot(i).view(np.uint8).fill(0)
+        if prefault is None:
+            prefault = self.live and self.capacity * self.interval <= PREFAULT_LAP_S
+        self.prefaulted = bool(prefault)
+        for i in range(self.capacity if prefault else 1):
+            self._ready(i)
         if not self.live:
             # The probe took the recording's first sample: start again from the top.
             self._agent.close()
@@ -161,6 +169,11 @@ class Sampler:
         if arr is None:
             arr = self._slots[i] = np.empty(self._slot_rows, dtype=self.dtype)
         return arr
+
+    def _ready(self, i: int) -> None:
+        """Allocate slot ``i`` if needed and fault its pages in (one write per page)."""
+        if self._slots[i] is None:
+            self._slot(i).view(np.uint8)[::4096] = 0
 
     # -- the thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -212,6 +225,7 @@ class Sampler:
                 self._count += 1
                 self._cond.notify_all()
             slot += 1
+            self._ready((i + 1) % self.capacity)    # the next slot: now, not in its read
             now = time.monotonic()
             if self.live and now > start + (slot + 1) * self.interval:  # a period late
                 behind = int((now - start) // self.interval) - slot

@@ -195,7 +195,7 @@ class SockDiagAgent(BaseAgent):
                     self.notes.append(note)
                     warnings.warn(note, RuntimeWarning, stacklevel=4)
 
-    def _run(self, dumper: Dumper, out: np.ndarray) -> tuple[np.ndarray, int]:
+    def _run(self, dumper: Dumper, out: np.ndarray | None) -> tuple[np.ndarray, int]:
         # inet_diag never sets NLM_F_DUMP_INTR today; a kernel that does gets retried.
         for attempt in range(_DUMP_RETRIES):
             try:
@@ -221,8 +221,8 @@ class SockDiagAgent(BaseAgent):
         but that growth.
         """
         dumper, seen = self._plan(vars, filter, states, family)
-        if out is None:
-            out = self._fresh(dumper.dtype, seen[0])
+        # out=None: the Dumper sizes a new array, or reuses one of an earlier result
+        # that nothing refers to any more (no page faults for a fresh array each call)
         arr, n = self._run(dumper, out)
         seen[0] = n
         rows = _rows.as_rows(arr[:n])

@@ -24,8 +24,56 @@ def exclude_address(host: str) -> bytes:
     return socket.inet_aton(str(info[0][4][0]))
 
 
+def blank_unreported(rows: np.ndarray, columns: list, missing: dict[str, np.ndarray],
+                     keep: set[str]):
+    """(rows, columns) for the C formatter with the values the kernel did not report as
+    empty fields: those columns become text (as the formatter would print them), blank
+    where missing. Only the ``keep`` fields and the printed columns are carried over."""
+    from web10g import _format
+
+    if not missing:
+        return rows, columns
+    fields, data = [], {}
+    for name in rows.dtype.names:
+        if name not in keep and name not in missing and name not in dict(columns):
+            continue
+        col = rows[name]
+        if name in missing:
+            if col.dtype.kind == "S":
+                col = col.copy()
+            elif col.dtype.kind == "f":
+                col = np.char.mod("%.17g", col).astype(np.bytes_)
+            else:
+                col = col.astype(np.bytes_)
+            col[missing[name]] = b""
+            fields.append((name, col.dtype))
+        else:
+            fields.append((name, rows.dtype.fields[name][0]))
+        data[name] = col
+    out = np.empty(len(rows), dtype=fields)
+    for name, col in data.items():
+        out[name] = col
+    return out, [(n, _format.KIND_STR if n in missing else kind) for n, kind in columns]
+
+
+DESCRIPTION = """\
+Print every connection's variables as CSV at a fixed interval, one row per connection
+and sample. One bulk read per sample (READ_ALL on a Web10G kernel, a sock_diag dump on
+a stock one), on a deadline schedule that does not drift. --record FILE also (or, with
+-o /dev/null, instead) writes a compressed high-rate recording that --replay FILE and
+'web10g convert' read back.
+
+Output: by default the classic web10g-logger CSV, whose header separates names with
+', ' (so pandas.read_csv sees ' CID' unless given skipinitialspace=True); --csv gives
+plain names: time, cid, local_addr, local_port, rem_addr, rem_port, then one column
+per variable. Values the kernel did not report are empty fields (null in --json)."""
+
+EPILOG = ("classic: web10g-logger [-e EXCLUDE_HOST] [-i INTERVAL_MS] [-m MASK] [-h]\n\n"
+          "(its header: 'Time, CID, SrcIp, SrcPort, DstIp, DstPort,Name, Name, ...')")
+
+
 def main(argv=None, prog="web10g-logger") -> int:
-    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = c.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("-e", dest="exclude", metavar="HOST",
                    help="leave out rows whose local or remote address is HOST (IPv4)")
     c.add_selection(p)
@@ -53,12 +101,13 @@ def main(argv=None, prog="web10g-logger") -> int:
                     # the classic columns only: the kernel then skips the extensions
                     # (memory, congestion-control, shutdown info) nobody prints
                     names = [v.name for v in agent.variables() if not v.is_stock]
-                states = ([s.strip() for s in args.states.split(",")] if args.states
+                states = (c.states_arg(args.states) if args.states
                           else None)
                 if args.record:
                     from web10g.recording import Recorder
 
                     recorder = Recorder(args.record, agent)
+                reported = c.Reported(agent)
                 header_done = False
                 columns = None
                 for _ in c.ticks(interval, args.count, agent):
@@ -77,9 +126,13 @@ def main(argv=None, prog="web10g-logger") -> int:
                             v for v in agent.variables() if v.name in set(names)]
                         columns = [(v.name, _format.kind_of(rows.dtype.fields[v.name][0]))
                                    for v in variables]
+                    missing = reported.missing(rows, [n for n, _ in columns]
+                                               if not args.json else None)
                     if args.json:
-                        for r in rows:
-                            out.write((c.json.dumps(c.row_dict(r)) + "\n").encode())
+                        for i, r in enumerate(rows):
+                            gone = {n for n, m in missing.items() if m[i]}
+                            out.write((c.json.dumps(c.row_dict(r, missing=gone)) + "\n")
+                                      .encode())
                     else:
                         if not header_done:
                             fixed = "Time, CID, SrcIp, SrcPort, DstIp, DstPort"
@@ -89,11 +142,14 @@ def main(argv=None, prog="web10g-logger") -> int:
                             out.write((fixed + ("," + sep.join(n for n, _ in columns)
                                                 if columns else "") + "\n").encode())
                             header_done = True
-                        out.write(_format.format_rows(rows, [
+                        lead = [
                             ("timestamp", _format.KIND_TIME), ("cid", _format.KIND_UINT),
                             ("local_addr", _format.KIND_ADDR), ("local_port", _format.KIND_UINT),
                             ("rem_addr", _format.KIND_ADDR), ("rem_port", _format.KIND_UINT),
-                        ] + columns))
+                        ]
+                        # unreported values: empty fields; the text goes from the C
+                        # formatter's buffer to the file (no bytes object in between)
+                        _format.format_rows(rows, lead + columns, blank=missing, file=out)
                     out.flush()
         finally:
             if recorder is not None:
