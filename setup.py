@@ -89,7 +89,16 @@ extensions = [
     Extension("web10g._sockdiag", ["web10g/_sockdiag.pyx", "csrc/w10g_sockdiag.c"], **common),
     Extension("web10g._estats", ["web10g/_estats.pyx", "csrc/w10g_estats.c"], **common),
     Extension("web10g._format", ["web10g/_format.pyx"], **common),
+    Extension("web10g._ebpf", ["web10g/_ebpf.pyx", "csrc/w10g_ebpf.c"], **common),
 ]
+
+# The ebpf backend's BPF object (clang -target bpf): skipped with a note when the
+# toolchain is missing; the package works without it (web10g/bpf/build.py).
+if "build_ext" in sys.argv or "develop" in sys.argv or "bdist_wheel" in sys.argv:
+    import runpy
+
+    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "web10g", "bpf",
+                                "build.py"))["build"]()
 
 setup(
     ext_modules=cythonize(

@@ -93,11 +93,38 @@ def _open_replay_estats(keep: list[Any], request: Any) -> Source:
                   K + 1, K + 1)
 
 
+@pytest.fixture(scope="module")
+def _ebpf_programs() -> Iterator[str]:
+    """The ebpf instruments, loaded for this module (unloaded after, unless they were
+    loaded before it)."""
+    from web10g.backends import ebpf_loader
+
+    reason = ebpf_loader.unusable_reason()
+    if reason:
+        pytest.skip(reason)
+    pin_dir = ebpf_loader.DEFAULT_PIN_DIR
+    res = ebpf_loader.load(pin_dir, full=True)
+    yield pin_dir
+    if not res.already:
+        ebpf_loader.unload(pin_dir)
+
+
+def _open_ebpf(keep: list[Any], request: Any) -> Source:
+    pin_dir = request.getfixturevalue("_ebpf_programs")
+    port = _loopback_flows(keep)
+    from web10g.backends import ebpf_loader
+
+    assert pin_dir == ebpf_loader.DEFAULT_PIN_DIR   # where web10g.open('ebpf') reads
+    return Source("ebpf", lambda: web10g.open("ebpf"),
+                  f"sport = :{port}", K, K + 1)
+
+
 SOURCES = {
     "sock_diag": _open_sock_diag,
     "estats": _open_estats,
     "replay-sock_diag": _open_replay_sock_diag,
     "replay-estats": _open_replay_estats,
+    "ebpf": _open_ebpf,
 }
 
 
@@ -120,7 +147,7 @@ def agent(source: Source) -> Iterator[Any]:
 def test_public_surface(agent: Any) -> None:
     assert isinstance(agent, Agent)
     assert isinstance(agent.capabilities, Capabilities)
-    assert isinstance(agent.backend, str) and agent.backend in ("sock_diag", "estats")
+    assert isinstance(agent.backend, str) and agent.backend in ("sock_diag", "estats", "ebpf")
     assert isinstance(agent.notes, list)
     names = [v.name for v in agent.variables()]
     assert len(names) == len(set(names)) >= 40

@@ -24,14 +24,14 @@ __all__ = [
     "TABLES", "TABLE_TITLES", "STOCK_TABLE", "BACKENDS", "LAYOUTS", "MATCH_CLASSES",
     "TYPE_CODES", "TYPE_NAMES", "IDENTITY_FIELDS", "TIMESTAMP_FIELD", "FAMILY_INET",
     "FAMILY_INET6", "STATE_NAMES", "KERNEL_TO_RFC_STATE", "UnknownVariable",
-    "LayoutMismatch", "SockDiagSource", "Variable", "Layout", "lookup", "variables",
+    "LayoutMismatch", "SockDiagSource", "EbpfSource", "Variable", "Layout", "lookup", "variables",
     "dtype", "layout", "identify_layout", "format_getmib", "wire_type_for",
 ]
 
 TABLES = ("perf", "path", "stack", "app", "tune", "extras")
 TABLE_TITLES = ("Performance", "Path", "Stack", "Application", "Tune", "Extras")
 STOCK_TABLE = "stock"
-BACKENDS = ("estats", "sock_diag")
+BACKENDS = ("estats", "sock_diag", "ebpf")
 LAYOUTS = ("head", "middle", "old")
 MATCH_CLASSES = ("exact", "approx", "derived", "unavailable")
 
@@ -116,6 +116,29 @@ class SockDiagSource:
         return tcp_info_len >= self.tcpi_offset + (self.tcpi_width or 0)
 
 
+@dataclass(frozen=True)
+class EbpfSource:
+    """How the ebpf backend obtains a variable (web10g/data/ebpf-map.csv).
+
+    ``hooks``: the loaded programs it needs, all of them ("iter", "sockops", "cong",
+    "retrans", "probe"); a hook the kernel refused makes it unavailable.
+    """
+
+    match: str  # exact | approx | derived | unavailable
+    hooks: tuple[str, ...]
+    source: str
+    conversion: str
+    note: str
+
+    @property
+    def available(self) -> bool:
+        return self.match != "unavailable"
+
+    @property
+    def hook(self) -> str:
+        return "+".join(self.hooks) or "-"
+
+
 @dataclass(frozen=True, repr=False)
 class Variable:
     """One MIB variable (Web10G) or stock-only extra column (table ``"stock"``).
@@ -140,6 +163,7 @@ class Variable:
     rfc_name: str
     sock_diag: SockDiagSource
     is_counter: bool
+    ebpf: EbpfSource | None = None
 
     @property
     def width(self) -> int:
@@ -190,6 +214,20 @@ def _load_sock_diag_map() -> dict[str, SockDiagSource]:
 _SOCK_DIAG = _load_sock_diag_map()
 
 
+def _load_ebpf_map() -> dict[str, EbpfSource]:
+    out = {}
+    for row in _read_csv("ebpf-map.csv"):
+        if row["match"] not in MATCH_CLASSES:
+            raise RuntimeError(f"ebpf-map.csv: bad match class for {row['name']}")
+        out[row["name"]] = EbpfSource(
+            match=row["match"], hooks=tuple(h for h in row["hooks"].split("+") if h),
+            source=row["source"], conversion=row["conversion"], note=row["note"])
+    return out
+
+
+_EBPF = _load_ebpf_map()
+
+
 def _web10g_variable(table: str, index: int | None, name: str, var_type: str, wire: str,
                      writable: bool, units: str, description: str, since: str) -> Variable:
     try:
@@ -202,7 +240,8 @@ def _web10g_variable(table: str, index: int | None, name: str, var_type: str, wi
         units=units,
         writable=writable, description=description, since=since,
         rfc_name=_rfc_name(table, name), sock_diag=sd,
-        is_counter=var_type in _COUNTER_TYPES and name not in _ENUM_TYPED_AS_COUNTER)
+        is_counter=var_type in _COUNTER_TYPES and name not in _ENUM_TYPED_AS_COUNTER,
+        ebpf=_EBPF.get(name))
 
 
 def _load_head() -> tuple[tuple[Variable, ...], ...]:
@@ -404,12 +443,35 @@ def variables(table: str | None = None, backend: str | None = None,
         out = lay.variables()
     elif backend == "sock_diag":
         out = [v for t in _HEAD_TABLES for v in t if v.sock_diag.available] + list(_EXTRAS)
+    elif backend == "ebpf":
+        out = [v for t in _HEAD_TABLES for v in t if v.ebpf is not None and v.ebpf.available]
     else:
         raise ValueError(f"unknown backend {backend!r}; choose None or one of "
                          f"{', '.join(BACKENDS)}")
     if table is not None:
         out = [v for v in out if v.table == table]
     return out
+
+
+_EBPF_HOOK_BITS = {"sockops": 1, "iter": 2, "cong": 4, "retrans": 8, "probe": 16}
+
+
+def ebpf_availability(hooks: int) -> tuple[list[str], dict[str, str]]:
+    """(available, {unavailable: why}) for the ebpf backend when the programs of the
+    hook bits ``hooks`` (csrc/w10g_ebpf_rec.h W10G_EB_HOOK_*) are loaded."""
+    avail: list[str] = []
+    unavail: dict[str, str] = {}
+    for v in (v for t in _HEAD_TABLES for v in t):
+        e = v.ebpf
+        if e is None or not e.available:
+            unavail[v.name] = (e.note if e else "") or "no source"
+            continue
+        lacking = [h for h in e.hooks if not hooks & _EBPF_HOOK_BITS.get(h, 0)]
+        if lacking:
+            unavail[v.name] = f"hook not loaded: {', '.join(lacking)}"
+        else:
+            avail.append(v.name)
+    return avail, unavail
 
 
 def dtype(names: NameLike | Iterable[NameLike] | None = None, *, identity: bool = False,

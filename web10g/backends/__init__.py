@@ -17,6 +17,7 @@ from web10g.backends.base import Agent, BaseAgent, Capabilities
 REGISTRY: dict[str, str] = {
     "estats": "web10g.backends.estats:EstatsAgent",
     "sock_diag": "web10g.backends.sockdiag:SockDiagAgent",
+    "ebpf": "web10g.backends.ebpf:EbpfAgent",
 }
 BACKENDS = ("auto", *REGISTRY)
 

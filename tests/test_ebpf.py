@@ -1,0 +1,412 @@
+"""The ebpf backend against the real kernel: loader, reading, truth under loss, writes.
+
+Needs root, kernel BTF and the built BPF object; skips with the reason otherwise. The
+programs are loaded once for this module under their own pin directory and unloaded at
+the end. Flows are this test's own (found by port), in fresh network namespaces where
+loss is induced; nothing assumes the machine is quiet, nothing asserts on speed.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import web10g
+from web10g import errors, mib
+from web10g import netns as _netns
+from web10g.backends import ebpf_loader as L
+
+REASON = L.unusable_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+PIN = f"/sys/fs/bpf/web10g_test_{os.getpid()}"
+
+
+@pytest.fixture(scope="module")
+def pins() -> Iterator[str]:
+    res = L.load(PIN, full=True)
+    assert not res.already
+    try:
+        yield PIN
+    finally:
+        L.unload(PIN)
+
+
+def _agent(pin_dir: str, netns: Any = None) -> Any:
+    from web10g.backends.ebpf import EbpfAgent
+
+    return EbpfAgent(netns=netns, pin_dir=pin_dir)
+
+
+def _pair(lst: socket.socket, keep: list[Any]) -> tuple[socket.socket, socket.socket]:
+    c = socket.create_connection(lst.getsockname()[:2])
+    s, _ = lst.accept()
+    keep += [c, s]
+    return c, s
+
+
+@pytest.fixture
+def keep() -> Iterator[list[Any]]:
+    k: list[Any] = []
+    yield k
+    for s in k:
+        s.close()
+
+
+@pytest.fixture
+def netns_name() -> Iterator[str]:
+    name = f"w10gebpf{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+# -- loader ------------------------------------------------------------------------------------
+
+def test_status_lists_hooks_and_variables(pins: str) -> None:
+    st = L.status(pins)
+    assert st["loaded"] and st["mode"] == "full"
+    assert abs(st["since_ns"] - time.time_ns()) < 3600e9
+    assert st["hooks"][L.HOOK_NAMES[L.HOOK_ITER]] and st["hooks"][L.HOOK_NAMES[L.HOOK_SOCKOPS]]
+    assert len(st["available"]) >= 100           # the issue's coverage target
+    assert {"SndLimTransStartup", "EarlyRetrans", "RackTimeout"} <= set(st["unavailable"])
+    assert {"iter", "sockops", "closed", "ctl"} <= set(st["pins"])
+
+
+def test_loading_twice_is_harmless(pins: str) -> None:
+    before = sorted(os.listdir(pins))
+    res = L.load(pins, full=True)
+    assert res.already and sorted(os.listdir(pins)) == before
+
+
+def test_unload_leaves_nothing(tmp_path: Any) -> None:
+    pin = f"/sys/fs/bpf/web10g_test_u{os.getpid()}"
+    L.load(pin, full=False)
+    assert L.status(pin)["mode"] == "default"
+    assert L.unload(pin)
+    assert not os.path.exists(pin) and L.unload(pin) == []
+    assert L.status(pin) == {"loaded": False, "pin_dir": pin}
+    with pytest.raises(L.NotLoaded, match="web10g ebpf load"):
+        _agent(pin)
+
+
+def test_cli_status(pins: str, capsys: Any) -> None:
+    from web10g.cli import main
+
+    assert main(["ebpf", "status", "--pin-dir", pins]) == 0
+    out = capsys.readouterr().out
+    assert "iter/tcp reader" in out and "variables: " in out
+
+
+def test_getmib_shows_class_and_hook(capsys: Any) -> None:
+    from web10g.cli.ebpf import format_getmib
+
+    text = format_getmib()
+    assert "\tFastRetran\t(2)\texact\tcong" in text
+    assert "\tRackTimeout\t(2)\tunavailable" in text
+
+
+def test_registry_covers_every_variable() -> None:
+    for v in mib.variables(backend="estats"):
+        assert v.ebpf is not None, v.name
+        assert v.ebpf.match in mib.MATCH_CLASSES
+        assert v.ebpf.available == bool(v.ebpf.hooks), v.name
+    assert len(mib.variables(backend="ebpf")) >= 100
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def test_idle_flows_equal_sock_diag_where_both_exact(pins: str, keep: list[Any]) -> None:
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    for _ in range(3):
+        c, s = _pair(lst, keep)
+        c.sendall(b"x" * 5000)
+        s.recv(10000)
+        s.sendall(b"y" * 100)
+        c.recv(1000)
+    port = lst.getsockname()[1]
+    both = [v.name for v in mib.variables(backend="ebpf")
+            if v.ebpf.match == "exact" and v.sock_diag.match == "exact"]
+    assert len(both) >= 20
+    flt = f"sport = :{port} or dport = :{port}"
+    time.sleep(0.3)                      # idle: delayed ACKs are out
+    with _agent(pins) as eb, web10g.open("sock_diag") as sd:
+        for _attempt in range(3):
+            a = eb.read_all(both, filter=flt)
+            b = sd.read_all(both, filter=flt)
+            a, b = a[np.argsort(a["cid"])], b[np.argsort(b["cid"])]
+            assert len(a) == len(b) == 6
+            assert np.array_equal(a["cid"], b["cid"])
+            diff = [n for n in both + ["local_port", "rem_port", "local_addr", "uid", "inode"]
+                    if not np.array_equal(a[n], b[n])]
+            if not diff:
+                break
+            time.sleep(0.2)
+        assert diff == []
+
+
+def test_rows_say_what_is_reported(pins: str, keep: list[Any]) -> None:
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    c, s = _pair(lst, keep)
+    t_connect = time.time_ns() // 1000
+    c.sendall(b"x" * 1000)
+    s.recv(2000)
+    port = lst.getsockname()[1]
+    with _agent(pins) as eb:
+        rows = eb.read_all(["ActiveOpen", "StartTimeStamp", "SegsOut", "SndUna", "RecInitial",
+                            "SndInitial"], filter=f"sport = :{port} or dport = :{port}",
+                           states="all")
+        assert len(rows) == 3
+        client = rows[rows["rem_port"] == port][0]
+        server = rows[(rows["local_port"] == port) & (rows["state"] == 5)][0]
+        listener = rows[rows["state"] == 2][0]
+        assert client["ActiveOpen"] == 1 and server["ActiveOpen"] == 2
+        assert eb.available(rows, "ActiveOpen")[rows["state"] == 5].all()
+        assert not eb.available(listener[None], "ActiveOpen").any()
+        assert abs(int(client["StartTimeStamp"]) - t_connect) < 50_000   # within 50 ms
+        assert client["SndInitial"] == server["RecInitial"]
+        assert client["RecInitial"] == server["SndInitial"]
+        assert eb.available(rows, "SndUna")[rows["state"] == 5].all()
+
+
+def test_older_flows_get_callbacks_but_no_from_start_counters(keep: list[Any]) -> None:
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    c, s = _pair(lst, keep)              # opened before the programs
+    pin = f"/sys/fs/bpf/web10g_test_o{os.getpid()}"
+    L.load(pin, full=True)
+    try:
+        with _agent(pin) as eb:
+            port = lst.getsockname()[1]
+            rows = eb.read_all(["SegsOut", "CountRTT", "ActiveOpen"], filter=f"dport = :{port}")
+            assert len(rows) == 1
+            assert eb.available(rows, "SegsOut").all()
+            assert not eb.available(rows, "CountRTT").any()   # counters start at load time
+            assert not eb.available(rows, "ActiveOpen").any()
+    finally:
+        L.unload(pin)
+
+
+def test_closed_delivers_final_records(pins: str, keep: list[Any]) -> None:
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    port = lst.getsockname()[1]
+    with _agent(pins) as eb:
+        eb.watch_closed()
+        c, s = _pair(lst, keep)
+        c.sendall(b"x" * 30000)
+        got = 0
+        while got < 30000:
+            got += len(s.recv(65536))
+        before = eb.read_all(["SegsOut", "HCDataOctetsOut"], filter=f"dport = :{port}")
+        c.close()
+        s.close()
+        time.sleep(0.2)
+        rows = eb.closed(["SegsOut", "HCDataOctetsOut", "State"])
+        mine = rows[rows["rem_port"] == port]
+        assert len(mine) == 1 and mine["State"][0] == 1
+        assert mine["cid"][0] == before["cid"][0]
+        assert mine["HCDataOctetsOut"][0] == 30000
+        assert mine["SegsOut"][0] >= before["SegsOut"][0]
+
+
+def test_unprivileged_reader_gets_no_sequence_numbers(keep: list[Any]) -> None:
+    pin = f"/sys/fs/bpf/web10g_test_g{os.getpid()}"
+    L.load(pin, full=False, reader_group="nogroup")
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    _pair(lst, keep)
+    port = lst.getsockname()[1]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                          # the child: uid/gid nobody, no capabilities
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with _agent(pin) as eb:
+                rows = eb.read_all(["SndUna", "RecInitial", "SegsOut"],
+                                   filter=f"dport = :{port}")
+                msg = (f"{len(rows)} {int(rows['SndUna'][0])} "
+                       f"{int(eb.available(rows, 'SndUna')[0])} "
+                       f"{int(eb.available(rows, 'SegsOut')[0])} {int(rows['SegsOut'][0])}")
+                code = 0
+        except BaseException as exc:  # noqa: BLE001 - reported through the pipe
+            msg = f"error {exc!r}"
+        os.write(w, msg.encode())
+        os._exit(code)
+    os.close(w)
+    out = os.read(r, 4096).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    L.unload(pin)
+    n, snd_una, seq_ok, segs_ok, segs = out.split()
+    assert (n, snd_una, seq_ok, segs_ok) == ("1", "0", "0", "1") and int(segs) > 0
+
+
+def test_recording_replays(pins: str, keep: list[Any], tmp_path: Any) -> None:
+    from web10g.recording import Recorder
+
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    _pair(lst, keep)
+    port = lst.getsockname()[1]
+    path = tmp_path / "eb.w10g"
+    with _agent(pins) as eb:
+        live = eb.read_all(["SegsOut", "ActiveOpen"], filter=f"dport = :{port}")
+        with Recorder(path, eb) as rec:
+            for _ in range(3):
+                rec.sample(states="all")
+    with web10g.open(replay=path) as rp:
+        assert rp.backend == "ebpf"
+        rows = rp.read_all(["SegsOut", "ActiveOpen"], filter=f"dport = :{port}")
+        assert len(rows) == 1 and rows["cid"][0] == live["cid"][0]
+        assert rows["ActiveOpen"][0] == 1 and rp.available(rows, "ActiveOpen").all()
+
+
+# -- truth under loss, in a fresh network namespace ------------------------------------------
+
+def _nft(ns: str, *cmd: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, "nft", *cmd], check=True)
+
+
+def _tcp_info(sock: socket.socket) -> dict[str, int]:
+    b = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return {"total_retrans": struct.unpack_from("<I", b, 100)[0],
+            "snd_cwnd": struct.unpack_from("<I", b, 80)[0],
+            "snd_mss": struct.unpack_from("<I", b, 16)[0],
+            "srtt_us": struct.unpack_from("<I", b, 68)[0]}
+
+
+def _drain(s: socket.socket, stop: threading.Event) -> None:
+    s.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            if not s.recv(1 << 20):
+                return
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+
+
+def test_counters_under_induced_loss(pins: str, netns_name: str) -> None:
+    keep: list[Any] = []
+    with _netns.entered(netns_name):
+        lst = socket.create_server(("127.0.0.1", 0))
+        port = lst.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", port))
+        s, _ = lst.accept()
+    keep += [lst, c, s]
+    # drop 1 in 8 data segments arriving at the server (on input: an output-hook drop
+    # is a local send error to TCP, not a loss)
+    _nft(netns_name, "add", "table", "inet", "w10g")
+    _nft(netns_name, "add", "chain", "inet", "w10g", "out",
+         "{ type filter hook input priority 0 ; }")
+    rule = ["add", "rule", "inet", "w10g", "out", "tcp", "dport", str(port), "meta", "length",
+            "gt", "200", "numgen", "random", "mod", "8", "==", "0", "drop"]
+    _nft(netns_name, *rule)
+    stop = threading.Event()
+    t = threading.Thread(target=_drain, args=(s, stop), daemon=True)
+    t.start()
+    try:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(200):
+            c.sendall(b"z" * 16384)
+        # a blackhole: every data segment dropped for a while -> retransmission timeouts
+        _nft(netns_name, "flush", "chain", "inet", "w10g", "out")
+        _nft(netns_name, "add", "rule", "inet", "w10g", "out", "tcp", "dport", str(port),
+             "meta", "length", "gt", "200", "drop")
+        c.sendall(b"q" * 4000)
+        time.sleep(1.5)
+        _nft(netns_name, "flush", "chain", "inet", "w10g", "out")
+        for _ in range(20):
+            c.sendall(b"z" * 16384)
+        time.sleep(0.5)
+        info = _tcp_info(c)
+        names = ["SegsRetrans", "FastRetran", "Timeouts", "SubsequentTimeouts", "DupAcksIn",
+                 "SACKsRcvd", "SACKBlocksRcvd", "MinRTT", "SampleRTT", "MaxRTT", "CountRTT",
+                 "SumRTT", "SmoothedRTT", "CongSignals", "ActiveOpen", "LostRetransmitSegs"]
+        with _agent(pins, netns=netns_name) as eb:
+            rows = eb.read_all(names, filter=f"dport = :{port}")
+            assert len(rows) == 1
+            r = rows[0]
+            assert eb.available(rows, "FastRetran").all()
+            assert int(r["SegsRetrans"]) == info["total_retrans"] > 0
+            assert r["FastRetran"] > 0 and r["DupAcksIn"] > 0 and r["SACKsRcvd"] > 0
+            assert r["SACKBlocksRcvd"] >= r["SACKsRcvd"]
+            assert r["Timeouts"] >= 1
+            assert r["CongSignals"] >= r["FastRetran"]
+            assert r["MinRTT"] <= r["SampleRTT"] <= r["MaxRTT"]
+            assert r["CountRTT"] > 0 and r["ActiveOpen"] == 1
+            first = int(r["CountRTT"])
+            for _ in range(50):          # RTT samples of varying size
+                c.sendall(b"z" * 100000)
+                time.sleep(0.002)
+            time.sleep(0.3)
+            again = eb.read_all(["CountRTT"], filter=f"dport = :{port}")
+            assert int(again["CountRTT"][0]) > first
+            srv = eb.read_all(["ActiveOpen"], filter=f"sport = :{port}")
+            assert srv["ActiveOpen"].tolist() == [2]
+    finally:
+        stop.set()
+        t.join(5)
+        for k in keep:
+            k.close()
+
+
+def test_limcwnd_write_caps_a_bbr_flow_and_kill(pins: str, netns_name: str) -> None:
+    with _netns.entered(netns_name):
+        lst = socket.create_server(("127.0.0.1", 0))
+        port = lst.getsockname()[1]
+        c = socket.socket()
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"bbr")
+        c.connect(("127.0.0.1", port))
+        s, _ = lst.accept()
+    stop = threading.Event()
+    t = threading.Thread(target=_drain, args=(s, stop), daemon=True)
+    t.start()
+    try:
+        with _agent(pins, netns=netns_name) as eb:
+            cid = int(eb.list_conns(filter=f"dport = :{port}")["cid"][0])
+            c.sendall(b"w" * 100000)
+            mss = _tcp_info(c)["snd_mss"]
+            eb.write_var(cid, "LimCwnd", 4 * mss)
+            row = eb.read_vars(cid, ["LimCwnd", "CurMSS"])
+            assert row["LimCwnd"] == 4 * row["CurMSS"]
+            biggest = 0
+            for i in range(64):
+                c.sendall(b"w" * 262144)
+                if i >= 4:               # bbr applies the clamp at the next ACKs
+                    biggest = max(biggest, _tcp_info(c)["snd_cwnd"])
+            assert 0 < biggest <= 4
+            with pytest.raises(errors.NotSupported):
+                eb.write_var(cid, "LimMSS", 1000)
+            with pytest.raises(errors.FlowNotFound):
+                eb.write_var(2**62, "LimRwin", 10000)
+            eb.kill(cid)
+            with pytest.raises(OSError):
+                for _ in range(10):
+                    c.sendall(b"w" * 65536)
+            assert not len(eb.list_conns(filter=f"dport = :{port}", states="established"))
+    finally:
+        stop.set()
+        t.join(5)
+        for k in (lst, c, s):
+            k.close()

@@ -1,0 +1,559 @@
+"""The ebpf backend's privileged side: load, attach, pin, report, unload.
+
+``load()`` opens web10g/bpf/web10g.bpf.o with libbpf (through ctypes: the system's
+libbpf.so.1 at load time only; readers never need it), loads the programs the kernel
+accepts, attaches sock_ops to the cgroup v2 root, the tracepoints, and the iterators,
+and pins what readers and writers need under ``/sys/fs/bpf/web10g/`` (``pin_dir``).
+A program type the kernel refuses does not fail the load: its hook is left out and the
+variables that need it read as unavailable (``status()`` lists them).
+
+Pins: ``iter`` (the reader: open + read, no capability needed, mode 0400 or 0440 to a
+reader group), ``write``/``kill`` (root), the maps ``ctl`` (write requests), ``closed``
+(the ring buffer of close records) and ``drops``, and one link per attached hook.
+``unload()`` removes them all: the programs and maps go with the last reference.
+
+Loading needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (in practice: root) and a kernel
+with BTF (CONFIG_DEBUG_INFO_BTF).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import grp
+import gzip
+import os
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from web10g import errors
+
+DEFAULT_PIN_DIR = os.environ.get("WEB10G_EBPF_PIN_DIR", "/sys/fs/bpf/web10g")
+OBJECT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "bpf", "web10g.bpf.o")
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+
+# csrc/w10g_ebpf_rec.h
+HOOK_SOCKOPS, HOOK_ITER, HOOK_CONG, HOOK_RETRANS = 1, 2, 4, 8
+HOOK_PROBE, HOOK_RING, HOOK_WRITE, HOOK_DESTROY = 16, 32, 64, 128
+HOOK_NAMES = {
+    HOOK_SOCKOPS: "sock_ops (cgroup v2 root) + sk_storage",
+    HOOK_ITER: "iter/tcp reader",
+    HOOK_CONG: "tp_btf/tcp_cong_state_set",
+    HOOK_RETRANS: "tp_btf/tcp_retransmit_skb",
+    HOOK_PROBE: "tp_btf/tcp_probe (full mode: every received segment)",
+    HOOK_RING: "ring buffer of close records",
+    HOOK_WRITE: "iter/tcp writer (bpf_setsockopt)",
+    HOOK_DESTROY: "iter/tcp bpf_sock_destroy",
+}
+#: short hook names as the registry (ebpf-map.csv) spells them -> bits
+HOOK_BY_NAME = {"sockops": HOOK_SOCKOPS, "iter": HOOK_ITER, "cong": HOOK_CONG,
+                "retrans": HOOK_RETRANS, "probe": HOOK_PROBE, "ring": HOOK_RING,
+                "write": HOOK_WRITE, "destroy": HOOK_DESTROY}
+
+# (group, programs, hook bits, how it attaches, pin name)
+GROUPS = [
+    ("iter", ("w10g_iter",), HOOK_ITER, "iter", "iter"),
+    ("sockops", ("w10g_sockops",), HOOK_SOCKOPS | HOOK_RING, "cgroup", "sockops"),
+    ("cong", ("w10g_cong",), HOOK_CONG, "trace", "cong"),
+    ("retrans", ("w10g_retrans",), HOOK_RETRANS, "trace", "retrans"),
+    ("probe", ("w10g_probe",), HOOK_PROBE, "trace", "probe"),
+    ("write", ("w10g_write",), HOOK_WRITE, "iter", "write"),
+    ("destroy", ("w10g_kill",), HOOK_DESTROY, "iter", "kill"),
+]
+PINNED_MAPS = {"w10g_ctl": "ctl", "w10g_closed": "closed", "w10g_drops": "drops"}
+
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+HDR = struct.Struct("<IHHHHIIIQQQII")      # struct w10g_eb_hdr
+HDR_MAGIC = 0x48423031
+
+
+class EbpfError(errors.Web10GError):
+    """The ebpf backend cannot be used here (not built, not loaded, no BTF, no rights)."""
+
+
+class NotBuilt(EbpfError):
+    pass
+
+
+class NotLoaded(EbpfError):
+    pass
+
+
+# -- checks --------------------------------------------------------------------------
+
+def not_built_reason() -> str | None:
+    """Why the BPF object is missing, with what to install; None when it is built."""
+    if os.path.exists(OBJECT):
+        return None
+    from web10g.bpf import build
+
+    lack = build.missing()
+    what = f" (missing: {', '.join(lack)})" if lack else ""
+    return (f"the ebpf backend is not built: {os.path.relpath(OBJECT)} does not exist"
+            f"{what}; {build.INSTALL_HINT}")
+
+
+def _caps() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def missing_capabilities() -> list[str]:
+    caps = _caps()
+    if caps >> CAP_SYS_ADMIN & 1:
+        need = [(CAP_NET_ADMIN, "CAP_NET_ADMIN")]       # SYS_ADMIN covers BPF and PERFMON
+    else:
+        need = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"),
+                (CAP_NET_ADMIN, "CAP_NET_ADMIN")]
+    return [name for bit, name in need if not caps >> bit & 1]
+
+
+def unusable_reason() -> str | None:
+    """Why this process cannot load the programs here (not built, no BTF, no rights, no
+    libbpf); None when it can. Tests skip with this."""
+    try:
+        _check_can_load()
+        _libbpf()
+    except (EbpfError, PermissionError) as exc:
+        return str(exc)
+    return None
+
+
+def _check_can_load() -> None:
+    reason = not_built_reason()
+    if reason:
+        raise NotBuilt(reason)
+    if not os.path.exists(BTF_PATH):
+        raise EbpfError("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): the "
+                        "ebpf backend's iterator and tracepoints need a kernel built with "
+                        "CONFIG_DEBUG_INFO_BTF=y")
+    lack = missing_capabilities()
+    if lack:
+        raise PermissionError(errno.EPERM, "loading the ebpf programs needs CAP_BPF, "
+                              "CAP_PERFMON and CAP_NET_ADMIN (run as root); this process "
+                              f"lacks {', '.join(lack)}")
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(root, mount point, fs type) of this mount namespace."""
+    out = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            left, _, right = line.partition(" - ")
+            f = left.split()
+            out.append((f[3], f[4].replace("\\040", " "), right.split()[0]))
+    return out
+
+
+def cgroup2_root() -> str:
+    """The mount point of the cgroup v2 hierarchy's root (unified or hybrid layout)."""
+    cands = [mp for root, mp, fs in _mounts() if fs == "cgroup2" and root == "/"]
+    if not cands:
+        raise EbpfError("no cgroup v2 hierarchy is mounted (sock_ops attaches to its root); "
+                        "mount one: mount -t cgroup2 none /sys/fs/cgroup/unified")
+    # prefer the conventional places
+    for pref in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if pref in cands:
+            return pref
+    return cands[0]
+
+
+def _ensure_bpffs(pin_dir: str) -> None:
+    parent = os.path.dirname(pin_dir.rstrip("/")) or "/"
+    for _, mp, fs in _mounts():
+        if fs == "bpf" and (parent == mp or parent.startswith(mp.rstrip("/") + "/")):
+            return
+    if parent == "/sys/fs/bpf":
+        os.makedirs(parent, exist_ok=True)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mount(b"bpf", b"/sys/fs/bpf", b"bpf", 0, None) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"cannot mount the BPF filesystem on /sys/fs/bpf: {os.strerror(e)}")
+        return
+    raise EbpfError(f"{parent} is not on a BPF filesystem (mount -t bpf bpf {parent})")
+
+
+def kernel_hz() -> int:
+    """CONFIG_HZ, from the kernel's configuration (jiffies -> time)."""
+    for path in ("/proc/config.gz", f"/boot/config-{os.uname().release}"):
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt") as fh:  # type: ignore[operator]
+                for line in fh:
+                    if line.startswith("CONFIG_HZ="):
+                        return int(line.split("=")[1])
+        except OSError:
+            continue
+    # measure it: jiffies in /proc/timer_list over a known interval
+    def jiffies() -> int:
+        with open("/proc/timer_list") as fh:
+            for line in fh:
+                if line.startswith("jiffies:"):
+                    return int(line.split()[1])
+        raise OSError("no jiffies in /proc/timer_list")
+    t0, j0 = time.monotonic(), jiffies()
+    time.sleep(0.2)
+    rate = (jiffies() - j0) / (time.monotonic() - t0)
+    return min((100, 250, 300, 1000), key=lambda hz: abs(hz - rate))
+
+
+# -- libbpf through ctypes -------------------------------------------------------------
+
+class _Libbpf:
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            raise EbpfError("loading needs libbpf (the loader uses the system's "
+                            "libbpf.so.1): apt-get install libbpf1") from None
+        vp, cp, ci = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+        sig = {
+            "bpf_object__open_file": (vp, [cp, vp]),
+            "bpf_object__load": (ci, [vp]),
+            "bpf_object__close": (None, [vp]),
+            "bpf_object__next_program": (vp, [vp, vp]),
+            "bpf_object__next_map": (vp, [vp, vp]),
+            "bpf_object__find_program_by_name": (vp, [vp, cp]),
+            "bpf_object__find_map_by_name": (vp, [vp, cp]),
+            "bpf_program__name": (cp, [vp]),
+            "bpf_program__set_autoload": (ci, [vp, ctypes.c_bool]),
+            "bpf_program__attach": (vp, [vp]),
+            "bpf_program__attach_cgroup": (vp, [vp, ci]),
+            "bpf_program__attach_iter": (vp, [vp, vp]),
+            "bpf_map__name": (cp, [vp]),
+            "bpf_map__set_initial_value": (ci, [vp, vp, ctypes.c_size_t]),
+            "bpf_map__pin": (ci, [vp, cp]),
+            "bpf_link__pin": (ci, [vp, cp]),
+            "bpf_link__destroy": (ci, [vp]),
+            "libbpf_get_error": (ctypes.c_long, [vp]),
+            "libbpf_set_print": (vp, [vp]),
+        }
+        for fn, (res, args) in sig.items():
+            f = getattr(lib, fn)
+            f.restype, f.argtypes = res, args
+        self.lib = lib
+        self.log: list[str] = []
+        libc = ctypes.CDLL(None)
+        vsnprintf = libc.vsnprintf
+        vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        buf = ctypes.create_string_buffer(8192)
+
+        def _print(level: int, fmt: bytes, args: int) -> int:
+            vsnprintf(buf, len(buf), fmt, args)
+            self.log.append(buf.value.decode(errors="replace"))
+            return 0
+        self._cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
+                                    ctypes.c_void_p)(_print)
+        lib.libbpf_set_print(ctypes.cast(self._cb, ctypes.c_void_p))
+
+    def ptr_err(self, p: int | None) -> int:
+        return 0 if p else -(ctypes.get_errno() or errno.EINVAL)
+
+
+_LIBBPF: _Libbpf | None = None
+
+
+def _libbpf() -> _Libbpf:
+    global _LIBBPF
+    if _LIBBPF is None:
+        _LIBBPF = _Libbpf()
+    return _LIBBPF
+
+
+@dataclass
+class LoadResult:
+    hooks: int = 0
+    refused: dict[str, str] = field(default_factory=dict)   # group -> why
+    pin_dir: str = DEFAULT_PIN_DIR
+    already: bool = False
+
+
+def _log_tail(lb: _Libbpf, n: int = 6) -> str:
+    lines = [ln.strip() for chunk in lb.log for ln in chunk.splitlines() if ln.strip()]
+    return " | ".join(lines[-n:])
+
+
+def _open_and_load(lb: _Libbpf, groups: list[str], hooks: int, hz: int, full: bool,
+                   now_ns: int) -> tuple[int | None, str]:
+    """Open the object, keep only ``groups``' programs, set the configuration, load.
+    (object pointer, "") or (None, why)."""
+    lb.log.clear()
+    obj = lb.lib.bpf_object__open_file(OBJECT.encode(), None)
+    if not obj:
+        return None, f"cannot open {OBJECT}: {os.strerror(-lb.ptr_err(obj))}"
+    keep = {p for g, progs, *_ in GROUPS if g in groups for p in progs}
+    prog = lb.lib.bpf_object__next_program(obj, None)
+    while prog:
+        name = lb.lib.bpf_program__name(prog).decode()
+        lb.lib.bpf_program__set_autoload(prog, name in keep)
+        prog = lb.lib.bpf_object__next_program(obj, prog)
+    m = lb.lib.bpf_object__next_map(obj, None)
+    while m:
+        if lb.lib.bpf_map__name(m).decode().endswith(".rodata"):
+            cfg = struct.pack("<IIIIQ", hooks, hz, int(full), 0, now_ns)
+            lb.lib.bpf_map__set_initial_value(m, cfg, len(cfg))
+        m = lb.lib.bpf_object__next_map(obj, m)
+    rc = lb.lib.bpf_object__load(obj)
+    if rc:
+        why = f"{os.strerror(-rc) if rc < 0 else rc}: {_log_tail(lb)}"
+        lb.lib.bpf_object__close(obj)
+        return None, why
+    return obj, ""
+
+
+@contextmanager
+def _locked(pin_dir: str) -> Iterator[None]:
+    """One loader at a time (a second one racing waits for the first): a lock on the
+    pin directory's parent on the BPF filesystem, which leaves no file behind."""
+    fd = os.open(os.path.dirname(pin_dir.rstrip("/")) or "/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def is_loaded(pin_dir: str = DEFAULT_PIN_DIR) -> bool:
+    return os.path.exists(os.path.join(pin_dir, "iter"))
+
+
+def load(pin_dir: str = DEFAULT_PIN_DIR, *, full: bool = True, reader_group: str | None = None,
+         reload: bool = False) -> LoadResult:
+    """Load and attach the instruments, pin them under ``pin_dir``.
+
+    ``full`` adds the per-segment tcp_probe hook (more variables, more data-path cost).
+    ``reader_group`` lets that group read the pinned iterator (default: root only).
+    Loading again while loaded is harmless: nothing changes (``already`` is True) unless
+    ``reload``, which unloads first. A hook the kernel refuses is left out
+    (``refused``); only a refused reader iterator fails the load.
+    """
+    _check_can_load()
+    pin_dir = os.path.abspath(pin_dir)
+    gid = None
+    if reader_group is not None:
+        try:
+            gid = grp.getgrnam(reader_group).gr_gid
+        except KeyError:
+            raise ValueError(f"no such group: {reader_group!r}") from None
+    _ensure_bpffs(pin_dir)
+    with _locked(pin_dir):
+        if is_loaded(pin_dir):
+            if not reload:
+                res = LoadResult(pin_dir=pin_dir, already=True)
+                try:
+                    res.hooks = read_header(pin_dir)["hooks"]
+                except (OSError, EbpfError):
+                    pass
+                if gid is not None:
+                    _set_modes(pin_dir, gid)
+                return res
+            _unload_locked(pin_dir)
+        return _load_locked(pin_dir, full, gid)
+
+
+def _load_locked(pin_dir: str, full: bool, gid: int | None) -> LoadResult:
+    lb = _libbpf()
+    hz = kernel_hz()
+    now = time.time_ns()
+    wanted = [g for g, *_ in GROUPS if full or g != "probe"]
+    bits = {g: b for g, _, b, *_ in GROUPS}
+    res = LoadResult(pin_dir=pin_dir)
+
+    def hooks_of(groups: list[str]) -> int:
+        h = 0
+        for g in groups:
+            h |= bits[g]
+        return h
+
+    obj, why = _open_and_load(lb, wanted, hooks_of(wanted), hz, full, now)
+    accepted = list(wanted)
+    if obj is None:
+        # find which program types this kernel refuses: each group with the reader
+        accepted = []
+        for g in wanted:
+            groups = [g] if g == "iter" else ["iter", g]
+            o, w = _open_and_load(lb, groups, hooks_of(groups), hz, full, now)
+            if o is None:
+                res.refused[g] = w
+            else:
+                accepted.append(g)
+                lb.lib.bpf_object__close(o)
+        if "iter" not in accepted:
+            raise EbpfError("the kernel refused the ebpf backend's TCP iterator program: "
+                            + res.refused.get("iter", why))
+        obj, why = _open_and_load(lb, accepted, hooks_of(accepted), hz,
+                                  full and "probe" in accepted, now)
+        if obj is None:
+            raise EbpfError(f"loading the accepted programs failed: {why}")
+    try:
+        os.makedirs(pin_dir, mode=0o700, exist_ok=True)
+        cg_fd = os.open(cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for g, progs, hook, how, pin in GROUPS:
+                if g not in accepted:
+                    continue
+                prog = lb.lib.bpf_object__find_program_by_name(obj, progs[0].encode())
+                if how == "cgroup":
+                    link = lb.lib.bpf_program__attach_cgroup(prog, cg_fd)
+                elif how == "iter":
+                    link = lb.lib.bpf_program__attach_iter(prog, None)
+                else:
+                    link = lb.lib.bpf_program__attach(prog)
+                if not link:
+                    res.refused[g] = (f"attach failed: {os.strerror(-lb.ptr_err(link))}: "
+                                      f"{_log_tail(lb, 2)}")
+                    if g == "iter":
+                        raise EbpfError(f"cannot attach the TCP iterator: {res.refused[g]}")
+                    continue
+                rc = lb.lib.bpf_link__pin(link, os.path.join(pin_dir, pin).encode())
+                lb.lib.bpf_link__destroy(link)   # the pin keeps it attached
+                if rc:
+                    raise OSError(-rc, f"cannot pin {pin} in {pin_dir}: {os.strerror(-rc)}")
+                res.hooks |= hook
+        finally:
+            os.close(cg_fd)
+        for name, pin in PINNED_MAPS.items():
+            m = lb.lib.bpf_object__find_map_by_name(obj, name.encode())
+            if m:
+                rc = lb.lib.bpf_map__pin(m, os.path.join(pin_dir, pin).encode())
+                if rc:
+                    raise OSError(-rc, f"cannot pin map {pin}: {os.strerror(-rc)}")
+    except BaseException:
+        lb.lib.bpf_object__close(obj)
+        _unload_locked(pin_dir)
+        raise
+    lb.lib.bpf_object__close(obj)
+    # (an attach that failed after loading leaves its pin out: status() and readers
+    # take a hook as present only when its pin is there)
+    _set_modes(pin_dir, gid)
+    # switch callbacks on for flows older than the programs (this netns; other
+    # namespaces get theirs at their first read)
+    try:
+        _read_iter(os.path.join(pin_dir, "iter"))
+    except OSError:
+        pass
+    return res
+
+
+def _set_modes(pin_dir: str, gid: int | None) -> None:
+    os.chmod(pin_dir, 0o750 if gid is not None else 0o700)
+    if gid is not None:
+        os.chown(pin_dir, 0, gid)
+    it = os.path.join(pin_dir, "iter")
+    if os.path.exists(it):
+        os.chmod(it, 0o440 if gid is not None else 0o400)
+        if gid is not None:
+            os.chown(it, 0, gid)
+
+
+def _unload_locked(pin_dir: str) -> list[str]:
+    removed = []
+    if not os.path.isdir(pin_dir):
+        return removed
+    for name in sorted(os.listdir(pin_dir)):
+        os.unlink(os.path.join(pin_dir, name))
+        removed.append(name)
+    os.rmdir(pin_dir)
+    return removed
+
+
+def unload(pin_dir: str = DEFAULT_PIN_DIR) -> list[str]:
+    """Remove every pin (programs detach, maps go with the last reference). Returns the
+    removed pin names; [] when nothing was loaded."""
+    pin_dir = os.path.abspath(pin_dir)
+    if os.geteuid() != 0 and missing_capabilities():
+        raise PermissionError(errno.EPERM, "unloading needs root (the pins are root's)")
+    if not os.path.exists(pin_dir):
+        return []
+    with _locked(pin_dir):
+        return _unload_locked(pin_dir)
+
+
+# -- reading the header / status ----------------------------------------------------------
+
+def _read_iter(path: str, limit: int | None = None) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        total = 0
+        while True:
+            b = os.read(fd, 1 << 16)
+            if not b:
+                break
+            chunks.append(b)
+            total += len(b)
+            if limit is not None and total >= limit:
+                break
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def parse_header(raw: bytes) -> dict[str, Any]:
+    if len(raw) < HDR.size:
+        raise EbpfError("the ebpf iterator returned no header (a different program is "
+                        "pinned there?)")
+    (magic, size, version, rec_size, _, hooks, hz, full, load_ns, ktime, jiffies, uid,
+     netns) = HDR.unpack_from(raw)
+    if magic != HDR_MAGIC or size != HDR.size:
+        raise EbpfError("the pinned iterator's output is not web10g's (bad header magic)")
+    return {"version": version, "rec_size": rec_size, "hooks": hooks, "hz": hz,
+            "full": bool(full), "load_realtime_ns": load_ns, "ktime_ns": ktime,
+            "jiffies": jiffies, "reader_uid": uid, "netns_ino": netns}
+
+
+def read_header(pin_dir: str = DEFAULT_PIN_DIR) -> dict[str, Any]:
+    path = os.path.join(pin_dir, "iter")
+    try:
+        raw = _read_iter(path, limit=HDR.size)
+    except FileNotFoundError:
+        raise NotLoaded(f"the ebpf programs are not loaded ({path} does not exist): run "
+                        "'web10g ebpf load' as root") from None
+    except PermissionError:
+        raise PermissionError(errno.EACCES, f"{path} is readable by root only: run as root, "
+                              "or have root load with 'web10g ebpf load --reader-group "
+                              "GROUP' and join that group") from None
+    return parse_header(raw)
+
+
+def status(pin_dir: str = DEFAULT_PIN_DIR) -> dict[str, Any]:
+    """What is loaded (hooks, mode, since when), what is pinned, which variables are
+    available. ``{"loaded": False}`` when nothing is."""
+    from web10g import mib
+
+    pin_dir = os.path.abspath(pin_dir)
+    if not is_loaded(pin_dir):
+        out: dict[str, Any] = {"loaded": False, "pin_dir": pin_dir}
+        reason = not_built_reason()
+        if reason:
+            out["not_built"] = reason
+        return out
+    hdr = read_header(pin_dir)
+    pins = sorted(os.listdir(pin_dir)) if os.access(pin_dir, os.R_OK) else []
+    hooks = hdr["hooks"]
+    # a hook whose link pin is missing did not attach
+    if pins:
+        for _g, _, bit, _, pin in GROUPS:
+            if hooks & bit and pin not in pins:
+                hooks &= ~bit
+    avail, unavail = mib.ebpf_availability(hooks)
+    return {
+        "loaded": True, "pin_dir": pin_dir, "since_ns": hdr["load_realtime_ns"],
+        "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hdr["load_realtime_ns"] / 1e9)),
+        "mode": "full" if hdr["full"] else "default", "hz": hdr["hz"],
+        "hooks": {HOOK_NAMES[b]: bool(hooks & b) for b in HOOK_NAMES}, "hook_bits": hooks,
+        "pins": pins, "available": avail, "unavailable": unavail,
+    }

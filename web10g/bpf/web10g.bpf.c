@@ -1,0 +1,726 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The instruments of the ebpf backend: RFC 4898 (Web10G) statistics on a stock kernel.
+ *
+ *   w10g_sockops     sock_ops on the cgroup v2 root: start time, open direction, RTO/
+ *                    RTT/retransmit/state callbacks into the per-socket storage; at
+ *                    TCP_CLOSE a final record into the ring buffer
+ *   w10g_cong        tp_btf/tcp_cong_state_set: fast retransmits, congestion signals,
+ *                    undo (spurious) detection, pre/post-congestion sums
+ *   w10g_retrans     tp_btf/tcp_retransmit_skb: retransmissions of retransmitted data
+ *   w10g_probe       tp_btf/tcp_probe ("full" mode): every received segment of an
+ *                    ESTABLISHED socket: duplicate ACKs, SACKs, zero windows, TTL/TOS,
+ *                    raw RTT samples recovered from srtt steps, slow start / CA steps
+ *   w10g_iter        iter/tcp reader: one header, then one fixed-size record per socket
+ *                    of the reader's network namespace (tcp_sock fields via BTF + the
+ *                    storage's counters); switches callbacks on for older flows
+ *   w10g_write       iter/tcp writer: TCP_BPF_SNDCWND_CLAMP / TCP_WINDOW_CLAMP by cookie
+ *   w10g_kill        iter/tcp: bpf_sock_destroy() by cookie
+ *
+ * Built with clang -target bpf against the running kernel's BTF (CO-RE). The record
+ * layouts are in csrc/w10g_ebpf_rec.h, shared with the user-space decoder.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "w10g_ebpf_rec.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOL_TCP 6
+#define TCP_WINDOW_CLAMP 10
+#define TCP_CA_CWR 2
+#define TCP_CA_Recovery 3
+#define TCP_CA_Loss 4
+#define TCP_ECN_OK 1
+#define TCPCB_EVER_RETRANS 0x80
+#define U32_MAX 0xffffffffu
+
+/* set by the loader before loading */
+const volatile struct w10g_eb_cfg cfg = {};
+
+/* the callbacks every instrumented socket gets (OR-ed with what is already set) */
+#define W10G_CB_FLAGS (BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG | \
+                       BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG)
+
+struct {
+    __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct w10g_eb_sk);
+} w10g_sk SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 22);
+} w10g_closed SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct w10g_eb_rec);
+} w10g_scratch SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct w10g_eb_ctl);
+} w10g_ctl SEC(".maps");
+
+/* records lost because the ring buffer was full */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} w10g_drops SEC(".maps");
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
+
+static __always_inline void max32(__u32 *m, __u32 v) { if (v > *m) *m = v; }
+static __always_inline void min32(__u32 *m, __u32 v) { if (v < *m) *m = v; }
+
+static __always_inline void init_counters(struct w10g_eb_sk *st, __u32 how)
+{
+    if (st->c.start_ns)
+        return;
+    st->c.start_ns = bpf_ktime_get_ns();
+    st->c.flags |= how;
+    st->c.min_rtt_us = U32_MAX;
+    st->c.min_rto_j = U32_MAX;
+    st->c.min_ssthresh = U32_MAX;
+    st->c.min_mss = U32_MAX;
+}
+
+/* Samples taken at every callback: the running maxima and minima. */
+static __always_inline void sample_state(struct w10g_eb_sk *st, __u32 cwnd, __u32 ssthresh,
+                                         __u32 mss, __u32 inflight, __u32 rto_j)
+{
+    __u32 cw = cwnd * mss;
+    if (mss) {
+        max32(&st->c.max_mss, mss);
+        min32(&st->c.min_mss, mss);
+    }
+    max32(&st->c.max_pipe, inflight * mss);
+    if (cwnd <= ssthresh)
+        max32(&st->c.max_ss_cwnd, cw);
+    else
+        max32(&st->c.max_ca_cwnd, cw);
+    if (ssthresh < 0x7fffffff) {
+        max32(&st->c.max_ssthresh, ssthresh * mss);
+        min32(&st->c.min_ssthresh, ssthresh * mss);
+    }
+    if (rto_j) {
+        max32(&st->c.max_rto_j, rto_j);
+        min32(&st->c.min_rto_j, rto_j);
+    }
+}
+
+static __always_inline void rtt_sample(struct w10g_eb_sk *st, __u32 us)
+{
+    st->c.sample_rtt_us = us;
+    max32(&st->c.max_rtt_us, us);
+    min32(&st->c.min_rtt_us, us);
+    st->c.sum_rtt_us += us;
+    st->c.count_rtt++;
+    if (st->post_cong_pending) {
+        st->post_cong_pending = 0;
+        st->c.post_cong_sum_rtt_us += us;
+        st->c.post_cong_count_rtt++;
+    }
+}
+
+/* ---- one record from a full tcp_sock -------------------------------------------- */
+
+static __always_inline void fill_identity(struct w10g_eb_rec *r, struct sock_common *skc)
+{
+    r->family = skc->skc_family;
+    r->state = skc->skc_state;
+    r->sport = skc->skc_num;
+    r->dport = bpf_ntohs(skc->skc_dport);
+    __builtin_memset(r->saddr, 0, 16);
+    __builtin_memset(r->daddr, 0, 16);
+    if (r->family == AF_INET6) {
+        BPF_CORE_READ_INTO(&r->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
+        BPF_CORE_READ_INTO(&r->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+    } else {
+        *(__u32 *)r->saddr = skc->skc_rcv_saddr;
+        *(__u32 *)r->daddr = skc->skc_daddr;
+    }
+    r->netns_ino = skc->skc_net.net->ns.inum;
+}
+
+static __always_inline void fill_full(struct w10g_eb_rec *r, struct tcp_sock *tp)
+{
+    struct sock *sk = (struct sock *)tp;
+    struct inet_connection_sock *icsk = &tp->inet_conn;
+    struct sk_buff *ooo;
+
+    r->flags |= W10G_EB_R_FULL;
+    r->uid = sk->sk_uid.val;
+    {
+        struct socket *so = sk->sk_socket;
+        struct file *f = so ? so->file : NULL;
+        struct inode *ino = f ? f->f_inode : NULL;
+        r->inode = ino ? ino->i_ino : 0;
+    }
+    r->bytes_sent = tp->bytes_sent;
+    r->bytes_retrans = tp->bytes_retrans;
+    r->bytes_received = tp->bytes_received;
+    r->bytes_acked = tp->bytes_acked;
+    r->segs_out = tp->segs_out;
+    r->data_segs_out = tp->data_segs_out;
+    r->segs_in = tp->segs_in;
+    r->data_segs_in = tp->data_segs_in;
+    r->total_retrans = tp->total_retrans;
+    r->mss_cache = tp->mss_cache;
+    r->advmss = tp->advmss;
+    r->packets_out = tp->packets_out;
+    r->sacked_out = tp->sacked_out;
+    r->lost_out = tp->lost_out;
+    r->retrans_out = tp->retrans_out;
+    r->srtt_us = tp->srtt_us;
+    r->mdev_us = tp->mdev_us;
+    r->rttvar_us = tp->rttvar_us;
+    r->rto_j = icsk->icsk_rto;
+    r->rcv_rtt_us = tp->rcv_rtt_est.rtt_us;
+    r->snd_cwnd = tp->snd_cwnd;
+    r->snd_ssthresh = tp->snd_ssthresh;
+    r->snd_cwnd_clamp = tp->snd_cwnd_clamp;
+    r->window_clamp = tp->window_clamp;
+    r->rcv_wnd = tp->rcv_wnd;
+    r->snd_wnd = tp->snd_wnd;
+    r->max_window = tp->max_window;
+    r->reordering = tp->reordering;
+    r->snd_una = tp->snd_una;
+    r->snd_nxt = tp->snd_nxt;
+    r->rcv_nxt = tp->rcv_nxt;
+    r->app_wq = tp->write_seq - r->snd_nxt;
+    r->app_rq = r->rcv_nxt - tp->copied_seq;
+    ooo = tp->ooo_last_skb;
+    if (ooo) {
+        __u32 end_seq = 0;
+        /* TCP_SKB_CB(skb)->end_seq: the second word of skb->cb */
+        bpf_probe_read_kernel(&end_seq, 4, (char *)ooo +
+                              bpf_core_field_offset(struct sk_buff, cb) + 4);
+        r->reasm = end_seq - r->rcv_nxt;
+        r->flags |= W10G_EB_R_OOO;
+    }
+    r->dsack_dups = tp->dsack_dups;
+    if (bpf_core_field_exists(tp->received_ce))
+        r->received_ce = tp->received_ce;
+    r->delivered_ce = tp->delivered_ce;
+    r->chrono_stat[0] = tp->chrono_stat[0];
+    r->chrono_stat[1] = tp->chrono_stat[1];
+    r->chrono_stat[2] = tp->chrono_stat[2];
+    r->chrono_start = tp->chrono_start;
+    r->chrono_type = BPF_CORE_READ_BITFIELD_PROBED(tp, chrono_type);
+    r->lsndtime = tp->lsndtime;
+    r->rcv_tstamp = tp->rcv_tstamp;
+    r->priority = sk->sk_priority;
+    r->user_mss = tp->rx_opt.user_mss;
+    r->mss_clamp = tp->rx_opt.mss_clamp;
+    if (bpf_core_field_exists(tp->total_rto)) {
+        r->total_rto = tp->total_rto;
+        r->total_rto_recoveries = tp->total_rto_recoveries;
+    }
+    r->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+    r->retransmits = icsk->icsk_retransmits;
+    r->nonagle = BPF_CORE_READ_BITFIELD_PROBED(tp, nonagle);
+    if (r->family == AF_INET6)
+        {
+            struct ipv6_pinfo *np = tp->inet_conn.icsk_inet.pinet6;
+            r->tos = np ? np->tclass : 0;
+        }
+    else
+        r->tos = tp->inet_conn.icsk_inet.tos;
+    r->snd_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.snd_wscale);
+    r->rcv_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.rcv_wscale);
+    r->opts = (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.tstamp_ok) ? 1 : 0) |
+              (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.sack_ok) ? 2 : 0) |
+              (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.wscale_ok) ? 4 : 0) |
+              ((tp->ecn_flags & TCP_ECN_OK) ? 8 : 0);
+    r->cb_flags = tp->bpf_sock_ops_cb_flags;
+}
+
+static __always_inline void fill_counters(struct w10g_eb_rec *r, struct w10g_eb_sk *st)
+{
+    if (!st)
+        return;
+    __builtin_memcpy(&r->c, &st->c, sizeof(r->c));
+    r->flags |= W10G_EB_R_STORAGE;
+}
+
+static __always_inline struct w10g_eb_rec *scratch(void)
+{
+    __u32 zero = 0;
+    return bpf_map_lookup_elem(&w10g_scratch, &zero);
+}
+
+/* ---- sock_ops ----------------------------------------------------------------------- */
+
+static __always_inline void close_record(struct bpf_sock_ops *skops, struct w10g_eb_sk *st)
+{
+    struct bpf_sock *bsk = skops->sk;
+    struct tcp_sock *tp;
+    struct w10g_eb_rec *r;
+
+    if (!bsk)
+        return;
+    tp = bpf_skc_to_tcp_sock(bsk);
+    if (!tp)
+        return;
+    r = bpf_ringbuf_reserve(&w10g_closed, sizeof(*r), 0);
+    if (!r) {
+        __u32 zero = 0;
+        __u64 *d = bpf_map_lookup_elem(&w10g_drops, &zero);
+        if (d)
+            __sync_fetch_and_add(d, 1);
+        return;
+    }
+    __builtin_memset(r, 0, sizeof(*r));
+    r->magic = W10G_EB_MAGIC_REC;
+    r->size = sizeof(*r);
+    r->flags = W10G_EB_R_CLOSE | W10G_EB_R_SEQ;
+    r->cookie = bpf_get_socket_cookie(skops);
+    r->ktime_ns = bpf_ktime_get_ns();
+    r->jiffies32 = (__u32)bpf_jiffies64();
+    fill_identity(r, (struct sock_common *)tp);
+    fill_full(r, tp);
+    r->state = BPF_TCP_CLOSE;
+    fill_counters(r, st);
+    bpf_ringbuf_submit(r, 0);
+}
+
+SEC("sockops")
+int w10g_sockops(struct bpf_sock_ops *skops)
+{
+    struct w10g_eb_sk *st;
+    __u32 op = skops->op;
+    struct bpf_sock *bsk;
+
+    if (skops->family != AF_INET && skops->family != AF_INET6)
+        return 1;
+    switch (op) {
+    case BPF_SOCK_OPS_TCP_CONNECT_CB:
+    case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+    case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+    case BPF_SOCK_OPS_RTO_CB:
+    case BPF_SOCK_OPS_RETRANS_CB:
+    case BPF_SOCK_OPS_STATE_CB:
+    case BPF_SOCK_OPS_RTT_CB:
+        break;
+    default:
+        return 1;
+    }
+    bsk = skops->sk;
+    if (!bsk)
+        return 1;
+    st = bpf_sk_storage_get(&w10g_sk, bsk, 0,
+                            op == BPF_SOCK_OPS_STATE_CB ? 0 : BPF_SK_STORAGE_GET_F_CREATE);
+    if (!st)
+        return 1;
+
+    switch (op) {
+    case BPF_SOCK_OPS_TCP_CONNECT_CB:
+        init_counters(st, W10G_EB_ST_ACTIVE);
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS);
+        return 1;
+    case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+        init_counters(st, W10G_EB_ST_ACTIVE);
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS);
+        break;
+    case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+        init_counters(st, W10G_EB_ST_PASSIVE);
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS);
+        break;
+    case BPF_SOCK_OPS_RTO_CB:
+        /* args: icsk_retransmits (before this expiry), icsk_rto, expired */
+        if (skops->args[0] == 0) {
+            st->c.timeouts++;
+            if (st->dup_since_adv == 0)
+                st->c.abrupt_timeouts++;
+        } else {
+            st->c.subsequent_timeouts++;
+        }
+        break;
+    case BPF_SOCK_OPS_RTT_CB:
+        /* once per RTT: args[0] = the sample (us) when the per-segment hook is absent */
+        if (!cfg.full)
+            rtt_sample(st, skops->args[0]);
+        break;
+    case BPF_SOCK_OPS_STATE_CB:
+        if (skops->args[1] == BPF_TCP_CLOSE)
+            close_record(skops, st);
+        return 1;
+    default:
+        break;
+    }
+    {
+        __u32 inflight = skops->packets_out - skops->sacked_out - skops->lost_out +
+                         skops->retrans_out;
+        struct tcp_sock *tp = bpf_skc_to_tcp_sock(bsk);
+        __u32 rto = tp ? tp->inet_conn.icsk_rto : 0;
+        if ((int)inflight < 0)
+            inflight = 0;
+        sample_state(st, skops->snd_cwnd, skops->snd_ssthresh, skops->mss_cache, inflight, rto);
+    }
+    return 1;
+}
+
+/* ---- tracepoints ----------------------------------------------------------------------- */
+
+SEC("tp_btf/tcp_cong_state_set")
+int BPF_PROG(w10g_cong, struct sock *sk, const __u8 ca_state)
+{
+    struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+    struct w10g_eb_sk *st;
+    __u8 old;
+
+    if (!tp)
+        return 0;
+    st = bpf_sk_storage_get(&w10g_sk, sk, 0, 0);
+    if (!st)
+        return 0;
+    old = BPF_CORE_READ_BITFIELD_PROBED(&tp->inet_conn, icsk_ca_state);
+    if (ca_state == old)
+        return 0;
+    if (ca_state >= TCP_CA_CWR && old < TCP_CA_CWR) {
+        __u32 mss = tp->mss_cache;
+        st->c.cong_signals++;
+        st->c.pre_cong_sum_cwnd += tp->snd_cwnd * mss;
+        st->c.pre_cong_sum_rtt_us += st->c.sample_rtt_us;
+        st->post_cong_pending = 1;
+        st->cong_ssthresh = tp->snd_ssthresh;
+        if (ca_state == TCP_CA_Recovery) {
+            st->c.fast_retran++;
+            st->run_had_recovery = 1;
+        } else if (ca_state == TCP_CA_CWR) {
+            if (tp->ecn_flags & TCP_ECN_OK)
+                st->c.ecn_signals++;
+            else
+                st->c.send_stall++;
+        }
+    } else if (ca_state == TCP_CA_Recovery && old == TCP_CA_CWR) {
+        st->c.fast_retran++;
+        st->run_had_recovery = 1;
+    } else if (ca_state == TCP_CA_Loss && old < TCP_CA_Loss) {
+        /* a timeout during recovery: already counted as one congestion signal */
+        st->cong_ssthresh = tp->snd_ssthresh;
+    } else if (ca_state < TCP_CA_CWR && old >= TCP_CA_Recovery) {
+        /* leaving recovery/loss: an undo restores ssthresh above the reduced value */
+        if (tp->snd_ssthresh > st->cong_ssthresh) {
+            st->c.cong_over_count++;
+            if (old == TCP_CA_Recovery)
+                st->c.spurious_fr++;
+            else
+                st->c.spurious_rto++;
+        }
+    }
+    return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(w10g_retrans, const struct sock *sk, const struct sk_buff *skb)
+{
+    struct w10g_eb_sk *st = bpf_sk_storage_get(&w10g_sk, (struct sock *)sk, 0, 0);
+    __u8 sacked = 0;
+
+    if (!st || !skb)
+        return 0;
+    /* TCP_SKB_CB(skb)->sacked: byte 13 of skb->cb */
+    bpf_probe_read_kernel(&sacked, 1, (char *)skb + bpf_core_field_offset(struct sk_buff, cb) + 13);
+    if (sacked & TCPCB_EVER_RETRANS)
+        st->c.lost_retrans++;
+    return 0;
+}
+
+struct opt_walk {
+    __u8 opt[40];
+    __u32 len;
+    __u32 off;
+    __u32 sack_blocks;
+};
+
+static long walk_option(__u64 i, void *data)
+{
+    struct opt_walk *w = data;
+    __u32 off = w->off;
+    __u8 kind, l;
+
+    if (off >= w->len || off >= 39)
+        return 1;
+    barrier_var(off);
+    off &= 63;
+    if (off >= 39)
+        return 1;
+    kind = w->opt[off];
+    if (kind == 0)
+        return 1;
+    if (kind == 1) {
+        w->off = off + 1;
+        return 0;
+    }
+    l = w->opt[off + 1];
+    if (l < 2)
+        return 1;
+    if (kind == 5 && l >= 10)
+        w->sack_blocks += (l - 2) / 8;
+    w->off = off + l;
+    return 0;
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(w10g_probe, struct sock *sk, struct sk_buff *skb)
+{
+    struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+    struct w10g_eb_sk *st;
+    struct tcphdr th;
+    unsigned char *head;
+    __u16 nh;
+    __u32 len, doff, ack, snd_una, snd_nxt, wnd, srtt, cwnd, ssthresh, mss, payload;
+    __u8 flags;
+
+    if (!tp || !skb)
+        return 0;
+    st = bpf_sk_storage_get(&w10g_sk, sk, 0, 0);
+    if (!st)
+        return 0;
+    if (bpf_probe_read_kernel(&th, sizeof(th), skb->data))
+        return 0;
+    len = skb->len;
+    doff = th.doff * 4;
+    payload = len > doff ? len - doff : 0;
+    st->c.data_octets_in += payload;
+    ack = bpf_ntohl(th.ack_seq);
+    wnd = bpf_ntohs(th.window);
+    snd_una = tp->snd_una;
+    snd_nxt = tp->snd_nxt;
+    flags = ((__u8 *)&th)[13];
+
+    /* IP header: TTL and TOS / traffic class */
+    head = skb->head;
+    nh = skb->network_header;
+    if (sk->__sk_common.skc_family == AF_INET6) {
+        __u8 b[8];
+        if (!bpf_probe_read_kernel(b, 8, head + nh)) {
+            st->c.ip_tos_in = (b[0] << 4) | (b[1] >> 4);
+            st->c.ip_ttl = b[7];
+        }
+    } else {
+        __u8 b[9];
+        if (!bpf_probe_read_kernel(b, 9, head + nh)) {
+            st->c.ip_tos_in = b[1];
+            st->c.ip_ttl = b[8];
+        }
+    }
+
+    if (wnd == 0 && !(flags & 0x07))
+        st->c.zero_rwin_rcvd++;
+
+    /* SACK option blocks */
+    if (doff > 20 && doff <= 60) {
+        struct opt_walk w = {};
+        __u32 olen = doff - 20;
+        if (olen > 40)
+            olen = 40;
+        if (!bpf_probe_read_kernel(w.opt, olen & 63, (char *)skb->data + 20)) {
+            w.len = olen;
+            bpf_loop(40, walk_option, &w, 0);
+            if (w.sack_blocks) {
+                st->c.sacks_rcvd++;
+                st->c.sack_blocks_rcvd += w.sack_blocks;
+            }
+        }
+    }
+
+    /* RFC 5681 duplicate ACK: no data, no SYN/FIN, ACK == SND.UNA with data outstanding,
+     * window unchanged */
+    if ((flags & 0x10) && !(flags & 0x03) && payload == 0 && ack == snd_una &&
+        snd_una != snd_nxt && wnd == st->last_wnd) {
+        st->c.dupacks_in++;
+        st->dup_run++;
+        st->dup_since_adv++;
+    } else if ((flags & 0x10) && (__s32)(ack - snd_una) > 0) {
+        if (st->dup_run && !st->run_had_recovery) {
+            st->c.nonrecov_da_episodes++;
+            st->c.nonrecov_da += st->dup_run;
+            st->c.sum_octets_reordered += ack - snd_una;
+        }
+        st->dup_run = 0;
+        st->dup_since_adv = 0;
+        st->run_had_recovery = 0;
+    }
+    st->last_wnd = wnd;
+
+    /* the raw RTT sample behind each srtt step (inverse of tcp_rtt_estimator) */
+    srtt = tp->srtt_us;
+    if (srtt != st->last_srtt) {
+        __u32 old = st->last_srtt;
+        __s64 m = old ? (__s64)srtt - old + (old >> 3) : srtt >> 3;
+        if (m > 0 && cfg.full)
+            rtt_sample(st, (__u32)m);
+        st->last_srtt = srtt;
+    }
+
+    /* window growth steps, and the sampled maxima */
+    cwnd = tp->snd_cwnd;
+    ssthresh = tp->snd_ssthresh;
+    mss = tp->mss_cache;
+    if (st->last_cwnd && cwnd > st->last_cwnd) {
+        if (st->last_cwnd < ssthresh)
+            st->c.slow_start++;
+        else
+            st->c.cong_avoid++;
+    }
+    st->last_cwnd = cwnd;
+    {
+        __u32 po = tp->packets_out, so = tp->sacked_out,
+              lo = tp->lost_out, ro = tp->retrans_out;
+        __u32 inflight = po - so - lo + ro;
+        __u32 rcv_nxt = tp->rcv_nxt;
+        struct sk_buff *ooo = tp->ooo_last_skb;
+        if ((int)inflight < 0)
+            inflight = 0;
+        sample_state(st, cwnd, ssthresh, mss, inflight, tp->inet_conn.icsk_rto);
+        max32(&st->c.max_app_wq, tp->write_seq - snd_nxt);
+        max32(&st->c.max_app_rq, rcv_nxt - tp->copied_seq);
+        max32(&st->c.max_rwin_sent, tp->rcv_wnd);
+        if (ooo) {
+            __u32 end_seq = 0;
+            bpf_probe_read_kernel(&end_seq, 4, (char *)ooo +
+                                  bpf_core_field_offset(struct sk_buff, cb) + 4);
+            max32(&st->c.max_reasm, end_seq - rcv_nxt);
+        }
+    }
+    return 0;
+}
+
+/* ---- the reader --------------------------------------------------------------------- */
+
+SEC("iter/tcp")
+int w10g_iter(struct bpf_iter__tcp *ctx)
+{
+    struct seq_file *seq = ctx->meta->seq;
+    struct sock_common *skc = ctx->sk_common;
+    struct w10g_eb_rec *r;
+    struct tcp_sock *tp;
+    struct w10g_eb_sk *st = NULL;
+    __u32 reader = (__u32)bpf_get_current_uid_gid();
+
+    if (ctx->meta->seq_num == 0) {
+        struct w10g_eb_hdr h = {};
+        h.magic = W10G_EB_MAGIC_HDR;
+        h.size = sizeof(h);
+        h.version = W10G_EB_VERSION;
+        h.rec_size = sizeof(struct w10g_eb_rec);
+        h.hooks = cfg.hooks;
+        h.hz = cfg.hz;
+        h.full = cfg.full;
+        h.load_realtime_ns = cfg.load_realtime_ns;
+        h.ktime_ns = bpf_ktime_get_ns();
+        h.jiffies = bpf_jiffies64();
+        h.reader_uid = reader;
+        if (skc)
+            h.netns_ino = skc->skc_net.net->ns.inum;
+        bpf_seq_write(seq, &h, sizeof(h));
+    }
+    if (!skc)
+        return 0;
+    r = scratch();
+    if (!r)
+        return 0;
+    __builtin_memset(r, 0, sizeof(*r));
+    r->magic = W10G_EB_MAGIC_REC;
+    r->size = sizeof(*r);
+    r->cookie = bpf_get_socket_cookie(skc);
+    r->ktime_ns = bpf_ktime_get_ns();
+    r->jiffies32 = (__u32)bpf_jiffies64();
+    fill_identity(r, skc);
+    tp = bpf_skc_to_tcp_sock(skc);
+    if (tp) {
+        fill_full(r, tp);
+        r->uid = ctx->uid;
+        if (reader == 0 || reader == ctx->uid)
+            r->flags |= W10G_EB_R_SEQ;
+        else
+            r->snd_una = r->snd_nxt = r->rcv_nxt = 0;
+        st = bpf_sk_storage_get(&w10g_sk, tp, 0, 0);
+        if (!st && r->state != BPF_TCP_LISTEN && r->state != BPF_TCP_CLOSE &&
+            (cfg.hooks & W10G_EB_HOOK_SOCKOPS)) {
+            /* a flow older than the programs: counters from now on, callbacks on */
+            st = bpf_sk_storage_get(&w10g_sk, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
+            if (st) {
+                int flags = r->cb_flags | W10G_CB_FLAGS;
+                init_counters(st, W10G_EB_ST_LATE);
+                bpf_setsockopt(tp, SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS, &flags, sizeof(flags));
+            }
+        }
+        fill_counters(r, st);
+    } else {
+        r->uid = ctx->uid;
+    }
+    bpf_seq_write(seq, r, sizeof(*r));
+    return 0;
+}
+
+/* ---- writes and kills, by cookie ------------------------------------------------------ */
+
+SEC("iter/tcp")
+int w10g_write(struct bpf_iter__tcp *ctx)
+{
+    struct sock_common *skc = ctx->sk_common;
+    struct w10g_eb_ctl *c;
+    struct tcp_sock *tp;
+    __u32 zero = 0;
+    int v, ret;
+
+    if (!skc)
+        return 0;
+    c = bpf_map_lookup_elem(&w10g_ctl, &zero);
+    if (!c || c->done || bpf_get_socket_cookie(skc) != c->cookie)
+        return 0;
+    tp = bpf_skc_to_tcp_sock(skc);
+    if (!tp) {
+        c->ret = -22;
+        c->done = 1;
+        return 0;
+    }
+    v = c->value;
+    if (c->op == W10G_EB_OP_CWND_CLAMP)
+        ret = bpf_setsockopt(tp, SOL_TCP, TCP_BPF_SNDCWND_CLAMP, &v, sizeof(v));
+    else if (c->op == W10G_EB_OP_WINDOW_CLAMP)
+        ret = bpf_setsockopt(tp, SOL_TCP, TCP_WINDOW_CLAMP, &v, sizeof(v));
+    else
+        ret = -22;
+    c->ret = ret;
+    c->done = 1;
+    bpf_seq_write(ctx->meta->seq, &ret, sizeof(ret));
+    return 0;
+}
+
+SEC("iter/tcp")
+int w10g_kill(struct bpf_iter__tcp *ctx)
+{
+    struct sock_common *skc = ctx->sk_common;
+    struct w10g_eb_ctl *c;
+    __u32 zero = 0;
+    int ret;
+
+    if (!skc)
+        return 0;
+    c = bpf_map_lookup_elem(&w10g_ctl, &zero);
+    if (!c || c->done || c->op != W10G_EB_OP_DESTROY || bpf_get_socket_cookie(skc) != c->cookie)
+        return 0;
+    ret = bpf_sock_destroy(skc);
+    c->ret = ret;
+    c->done = 1;
+    bpf_seq_write(ctx->meta->seq, &ret, sizeof(ret));
+    return 0;
+}
