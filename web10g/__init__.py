@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import os
 
     from web10g.backends.base import Agent
+    from web10g.datasets import Dataset
     from web10g.monitoring import Monitor
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 _SUBMODULES = frozenset({
     "backends", "errors", "filter", "genl", "mib", "netns", "procfs", "record",
     "recording", "rows", "sampler", "deltas", "frames", "monitoring", "tune",
+    "datasets", "collector", "plot",
 })
 
 
@@ -34,6 +36,14 @@ def to_pandas(source: Any, **kw: Any) -> Any:
     return _to_pandas(source, **kw)
 
 
+def dataset(path: str | os.PathLike, **filters: Any) -> Dataset:
+    """Open the Parquet dataset that ``web10g serve --parquet`` and ``web10g convert``
+    write, with filters pushed down; see :func:`web10g.datasets.dataset`."""
+    from web10g.datasets import dataset as _dataset
+
+    return _dataset(path, **filters)
+
+
 def monitor(**kw: Any) -> Monitor:
     """Sample the flows of a ``with`` block; see :class:`web10g.monitoring.Monitor`."""
     from web10g.monitoring import Monitor
@@ -43,7 +53,7 @@ def monitor(**kw: Any) -> Monitor:
 
 def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None,  # noqa: A001
          replay: str | os.PathLike[str] | None = None) -> Agent:
-    """Open an agent on ``backend`` ("auto", "sock_diag" or "estats"), or on a recording
+    """Open an agent on ``backend`` ("auto", "sock_diag", "estats" or "ebpf"), or on a recording
     with ``replay=PATH``; see :func:`web10g.backends.open`."""
     from web10g.backends import open as _open
 
@@ -56,4 +66,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'web10g' has no attribute {name!r}")
 
 
-__all__ = ["open", "to_pandas", "monitor", "__version__"]
+__all__ = ["open", "to_pandas", "monitor", "dataset", "__version__"]

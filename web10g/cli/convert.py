@@ -1,12 +1,19 @@
 """``web10g convert IN OUT``: a recording as CSV or Parquet.
 
 IN is a high-rate recording (``web10g logger --record``) or a classic record file
-(``web10g recordwrite``); OUT's extension picks the format: ``.csv`` or ``.parquet``
-(needs pyarrow: ``pip install 'web10g[parquet]'``). Every sample becomes rows with a
-``timestamp`` column; addresses are written as text.
+(``web10g recordwrite``). OUT picks the format: ``.csv``; ``.parquet`` (one file); or a
+directory (an existing one, a name ending in '/', or ``--dataset``): the hive-partitioned
+dataset ``web10g serve --parquet`` writes (``DIR/host=H/date=D/hour=HH/part-*.parquet``;
+``--host``, default the recording's host). Parquet needs pyarrow (``pip install
+'web10g[parquet]'``) and has the dataset's schema either way: ``timestamp[ns, UTC]``,
+addresses as text, nulls for values not reported, row groups of many samples (see
+web10g/collector/parquet.py). Converting the same recording again replaces the same
+files: nothing is duplicated.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 from typing import Any
 
@@ -35,41 +42,81 @@ def _samples(path: str, vars_: list[str] | None):
     yield rows
 
 
-def _table_columns(rows: np.ndarray) -> dict[str, np.ndarray]:
-    from web10g._netlink import format_addresses
+DESCRIPTION = """\
+Convert a recording to CSV or Parquet. IN is a high-rate recording (web10g logger
+--record) or a classic record file (web10g recordwrite); OUT picks the format: .csv,
+.parquet, or a directory (or --dataset): the hive-partitioned dataset that web10g serve
+--parquet writes (host=H/date=YYYY-MM-DD/hour=HH/part-*.parquet). Parquet needs pyarrow
+(pip install 'web10g[parquet]'): timestamp[ns, UTC], addresses as text, nulls for
+unreported values, row groups of many samples."""
 
-    cols: dict[str, np.ndarray] = {}
-    for name in rows.dtype.names:
-        if name in ("local_addr", "rem_addr"):
-            cols[name] = format_addresses(rows[name], rows["family"])
-        elif rows.dtype.fields[name][0].kind == "S":
-            cols[name] = np.char.decode(rows[name], "ascii", "replace")
-        else:
-            cols[name] = np.ascontiguousarray(rows[name])
-    return cols
+EPILOG = "classic: none (web10g only)"
+
+
+def _source_info(path: str) -> tuple[str, str]:
+    """(host, backend) a recording's header names ('' when it has none)."""
+    try:
+        from web10g.recording import Recording
+
+        h = Recording(path).header
+        return str(h.get("host") or ""), str(h.get("backend") or "")
+    except Exception:  # noqa: BLE001 - classic record files have no such header
+        return "", ""
+
+
+def _parquet(args: Any, vars_: list[str] | None, fmt: str, prog: str) -> int:
+    from web10g.collector import parquet as pqw
+
+    host, backend = _source_info(args.input)
+    meta = {"source": os.path.basename(args.input)}
+    if fmt == "parquet":
+        n = pqw.write_file(_samples(args.input, vars_), args.output, host=host,
+                           backend=backend, metadata=meta)
+        print(f"{prog}: wrote {n} rows to {args.output}", file=sys.stderr)
+        return 0
+    host = pqw.check_host(args.host or (host.split(".")[0] if host else "")
+                          or pqw.default_host())
+    # the same input gives the same file names, so converting again replaces them
+    with open(args.input, "rb") as fh:
+        digest = hashlib.blake2b(fh.read(1 << 20), digest_size=5).hexdigest()
+    files = pqw.write_dataset(_samples(args.input, vars_), args.output, host=host,
+                              writer_id=f"c{digest}", backend=backend, metadata=meta,
+                              rotate_seconds=args.rotate_seconds)
+    total = sum(f.rows for f in files)
+    print(f"{prog}: wrote {total} rows in {len(files)} files to {args.output}",
+          file=sys.stderr)
+    return 0
 
 
 def main(argv=None, prog="web10g-convert") -> int:
-    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = c.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("input", metavar="IN")
-    p.add_argument("output", metavar="OUT", help="file.csv or file.parquet")
+    p.add_argument("output", metavar="OUT", help="file.csv, file.parquet or a dataset DIR")
     p.add_argument("--vars", metavar="NAMES", help="comma-separated variables (default all)")
+    p.add_argument("--dataset", action="store_true",
+                   help="OUT is a dataset directory (host=H/date=D/hour=HH/part-*.parquet)")
+    p.add_argument("--host", help="the dataset's host=H (default: the recording's host)")
+    p.add_argument("--rotate-seconds", type=float, default=3600.0, metavar="S",
+                   help="dataset files span at most this much recorded time (3600)")
     args = p.parse_args(argv)
 
     def body() -> int:
         from web10g import _format, mib
 
         vars_ = [mib.lookup(v.strip()).name for v in args.vars.split(",")] if args.vars else None
-        fmt = args.output.rsplit(".", 1)[-1].lower()
-        if fmt not in ("csv", "parquet"):
-            raise c.ToolError("OUT must end in .csv or .parquet")
-        if fmt == "parquet":
+        is_dir = (args.dataset or args.output.endswith(os.sep)
+                  or os.path.isdir(args.output))
+        fmt = "dataset" if is_dir else args.output.rsplit(".", 1)[-1].lower()
+        if fmt not in ("csv", "parquet", "dataset"):
+            raise c.ToolError("OUT must end in .csv or .parquet, or be a directory "
+                              "(the dataset layout)")
+        if fmt in ("parquet", "dataset"):
             try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
+                import pyarrow  # noqa: F401
             except ImportError:
                 raise c.ToolError("writing Parquet needs pyarrow: "
                                   "pip install 'web10g[parquet]'") from None
+            return _parquet(args, vars_, fmt, prog)
         total = 0
         writer: Any = None
         with open(args.output, "wb") as out:
@@ -83,13 +130,6 @@ def main(argv=None, prog="web10g-convert") -> int:
                         out.write((",".join(rows.dtype.names) + "\n").encode())
                         writer = True
                     out.write(_format.format_rows(np.ascontiguousarray(rows), cols))
-                else:
-                    table = pa.table(_table_columns(rows))
-                    if writer is None:
-                        writer = pq.ParquetWriter(out, table.schema, compression="zstd")
-                    writer.write_table(table)
-            if fmt == "parquet" and writer is not None:
-                writer.close()
         print(f"{prog}: wrote {total} rows to {args.output}", file=sys.stderr)
         return 0
 

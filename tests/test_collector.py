@@ -1,0 +1,399 @@
+"""`web10g serve` end to end: two collectors in two network namespaces with real traffic,
+a real Prometheus server scraping them, and the Parquet dataset read through DuckDB and
+Dask; plus the dataset writer, its reader, `web10g convert`, the aggregation and the
+configuration on their own.
+
+Every test picks its own flows (a port of its own, or a namespace it creates), never
+assumes a quiet machine and never asserts on speed."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+import collector_util as cu  # noqa: E402
+
+import web10g  # noqa: E402
+from web10g import rows as _rows  # noqa: E402
+from web10g.collector import parquet as pqw  # noqa: E402
+
+VARS = ["HCThruOctetsAcked", "HCThruOctetsReceived", "SegsRetrans", "Timeouts", "rtt_us",
+        "CurCwnd", "delivery_rate_bytes_per_s", "SmoothedRTT"]
+
+
+def _pairs(n: int):
+    lst = socket.create_server(("127.0.0.1", 0), backlog=max(n, 16))
+    socks = []
+    for _ in range(n):
+        c = socket.create_connection(lst.getsockname())
+        s, _ = lst.accept()
+        socks += [c, s]
+    return lst, socks
+
+
+# -- the writer and the reader ---------------------------------------------------------------
+
+def test_dataset_file_layout_types_nulls_and_metadata(tmp_path):
+    lst, socks = _pairs(20)
+    port = lst.getsockname()[1]
+    # a TIME-WAIT socket of the same port: a row with identity only (no tcp_info)
+    c = socket.create_connection(("127.0.0.1", port))
+    s, _ = lst.accept()
+    c.close()
+    s.close()
+    time.sleep(0.1)
+    flt = f"sport = :{port} or dport = :{port}"
+    try:
+        with web10g.open("sock_diag") as agent:
+            dtype = agent.dtype(VARS)
+            w = pqw.DatasetWriter(tmp_path, host="t1", dtype=dtype, backend=agent.backend)
+            samples = 0
+            for _ in range(12):
+                rows = _rows.copy(agent.read_all(VARS, filter=flt, states="all"))
+                w.add(rows)
+                samples += 1
+                assert not list(tmp_path.rglob("part-*.parquet"))   # nothing visible yet
+            hidden = list(tmp_path.rglob(".part-*"))
+            done = w.close()
+    finally:
+        lst.close()
+        for x in socks:
+            x.close()
+    assert hidden == [] or all(h.name.endswith(".parquet.tmp") for h in hidden)
+    assert not list(tmp_path.rglob(".part-*"))
+    rel = os.path.relpath(done.path, tmp_path).split(os.sep)
+    assert rel[0] == "host=t1" and rel[1].startswith("date=") and rel[2].startswith("hour=")
+    assert rel[3].startswith("part-") and rel[3].endswith(".parquet")
+    f = pq.ParquetFile(done.path)
+    assert f.metadata.num_row_groups == 1                  # not one per sample
+    schema = f.schema_arrow
+    assert schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")
+    assert pa.types.is_string(schema.field("local_addr").type.value_type)
+    assert f.metadata.row_group(0).column(0).compression == "ZSTD"
+    meta = json.loads(schema.metadata[b"web10g"])
+    assert meta["web10g_version"] == web10g.__version__
+    assert meta["units"]["rtt_us"] == "microseconds"
+    assert schema.field("SmoothedRTT").metadata[b"units"] == b"milliseconds"
+    t = f.read().to_pandas()
+    assert len(t) == done.rows
+    tw = t[t["state"] == "timeWait"]
+    assert len(tw) and tw["HCThruOctetsAcked"].isna().all()    # not reported: null, not 0
+    est = t[t["state"] == "established"]
+    assert len(est) == 12 * 40 and est["HCThruOctetsAcked"].notna().all()
+    assert set(est["local_addr"]) == {"127.0.0.1"}
+    # rows sorted by (local_port, cid, timestamp)
+    key = list(zip(t["local_port"], t["cid"], t["timestamp"]))
+    assert key == sorted(key)
+
+
+def test_dataset_reader_pushes_filters_down(tmp_path):
+    lst, socks = _pairs(5)
+    port = lst.getsockname()[1]
+    flt = f"sport = :{port} or dport = :{port}"
+    try:
+        with web10g.open("sock_diag") as agent:
+            for host in ("a", "b"):
+                with pqw.DatasetWriter(tmp_path, host=host, dtype=agent.dtype(VARS)) as w:
+                    for _ in range(3):
+                        w.add(_rows.copy(agent.read_all(VARS, filter=flt)))
+    finally:
+        lst.close()
+        for x in socks:
+            x.close()
+    from web10g import dataset
+
+    ds = dataset(tmp_path)
+    assert ds.count_rows() == 2 * 3 * 10
+    a = dataset(tmp_path, host="a")
+    assert a.count_rows() == 30
+    assert set(a.to_pandas(columns=["host"])["host"]) == {"a"}
+    assert dataset(tmp_path, port=port).count_rows() == 60
+    assert dataset(tmp_path, port=1).count_rows() == 0
+    now = time.time()
+    assert dataset(tmp_path, start=now - 600, end=now + 600).count_rows() == 60
+    assert dataset(tmp_path, start=now + 3600).count_rows() == 0
+    # partition pruning: a host filter opens only that host's files
+    frags = list(ds.dataset.get_fragments(filter=a.filter))
+    assert frags and all("host=a" in fr.path for fr in frags)
+    df = a.to_pandas(columns=["timestamp", "rtt_us"])
+    assert str(df["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert ds.units("rtt_us") == "microseconds"
+
+
+def test_convert_writes_the_dataset_layout_and_never_duplicates(tmp_path):
+    rec = tmp_path / "x.w10g"
+    lst, socks = _pairs(3)
+    port = lst.getsockname()[1]
+    try:
+        with web10g.open("sock_diag") as agent:
+            from web10g.recording import Recorder
+
+            with Recorder(rec, agent) as r:
+                for _ in range(4):
+                    r.sample(filter=f"sport = :{port} or dport = :{port}")
+                    time.sleep(0.02)
+    finally:
+        lst.close()
+        for x in socks:
+            x.close()
+    from web10g.cli import convert
+
+    out = tmp_path / "ds"
+    for _ in range(2):                                   # twice: same files, no duplicates
+        assert convert.main([str(rec), str(out), "--dataset", "--host", "h"]) == 0
+    files = list(out.rglob("*.parquet"))
+    assert len(files) == 1 and "host=h" in str(files[0])
+    t = pq.read_table(out).to_pandas()
+    assert len(t) == 4 * 6 and not t.duplicated(["cid", "timestamp"]).any()
+    single = tmp_path / "one.parquet"
+    assert convert.main([str(rec), str(single)]) == 0
+    f = pq.ParquetFile(single)
+    assert f.metadata.num_row_groups == 1
+    assert f.schema_arrow.field("timestamp").type == pa.timestamp("ns", tz="UTC")
+
+
+# -- aggregation -------------------------------------------------------------------------
+
+def _synthetic(agent, cids, acked, state=5, port=80):
+    rows = np.zeros(len(cids), dtype=agent.dtype(VARS))
+    rows["cid"] = cids
+    rows["family"] = socket.AF_INET
+    rows["state"] = state
+    rows["local_port"] = port
+    rows["rem_port"] = 40000
+    rows["local_addr"][:, :4] = [10, 0, 0, 1]
+    rows["rem_addr"][:, :4] = [192, 0, 2, 9]
+    rows["present"] = 0xFFFF
+    rows["tcp_info_len"] = 1000
+    rows["HCThruOctetsAcked"] = acked
+    rows["rtt_us"] = 1500
+    rows["CurCwnd"] = 14480
+    return rows
+
+
+def test_counters_fold_closed_flows_and_never_go_backwards():
+    from web10g.collector.prometheus import Aggregator
+
+    with web10g.open("sock_diag") as agent:
+        agg = Aggregator(VARS, listening=lambda: {80})
+        agg.update(_synthetic(agent, [1, 2], [1000, 5000]))     # open before: baseline
+        total = lambda: float(agg.totals[:, 0].sum())           # noqa: E731
+        assert total() == 0
+        agg.update(_synthetic(agent, [1, 2, 3], [1500, 5000, 700]))
+        assert total() == 500 + 700                             # new flow counts from 0
+        # flow 2 ends: it vanishes from the sample; its final record says 5600
+        closed = _synthetic(agent, [2], [5600], state=1)
+        agg.update(_synthetic(agent, [1, 3], [1600, 700]), closed)
+        assert total() == 1200 + 100 + 600
+        # a flow born and gone between two samples counts whole
+        agg.update(_synthetic(agent, [1, 3], [1600, 700]), _synthetic(agent, [9], [42], 1))
+        assert total() == 1900 + 42
+        # a late sample still listing a closed flow does not count it again
+        agg.update(_synthetic(agent, [1, 2, 3], [1600, 5600, 700]))
+        assert total() == 1942
+        labels = agg.group_labels[0]
+        assert labels == ("80", "192.0.2.0/24", "established")
+        fams = {f.name: f for f in agg.families()}
+        rtt = fams["web10g_flow_rtt_seconds"]
+        count = [s for s in rtt.samples if s.name.endswith("_count")]
+        assert sum(s.value for s in count) == 2 + 3 + 2 + 2 + 2   # flow-samples
+
+
+def test_series_budget_folds_groups_and_counts_drops():
+    from web10g.collector.prometheus import Aggregator
+
+    with web10g.open("sock_diag") as agent:
+        probe = Aggregator(VARS)
+        budget = probe.per_group * 3 + 5
+        agg = Aggregator(VARS, keys=["remote_port"], series_budget=budget, top_k=5)
+        rows = _synthetic(agent, np.arange(1, 11), np.arange(10) * 100)
+        rows["rem_port"] = np.arange(10) + 1000
+        agg.update(rows)
+        agg.update(rows)
+        assert agg.series <= budget
+        assert len(agg.group_labels) == 3 and ("other",) in agg.group_labels
+        assert agg.series_dropped >= 8 * agg.per_group
+        fams = {f.name: f for f in agg.families()}
+        dropped = fams["web10g_exporter_series_dropped"].samples[0].value
+        assert dropped == agg.series_dropped
+
+
+def test_toml_config_and_flags(tmp_path):
+    from web10g.cli.serve import config_from_args, parser
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('interval = 0.5\nhost = "x1"\n[parquet]\ndir = "/tmp/d"\n'
+                   'rotate_seconds = 60\n[prometheus]\nlisten = "127.0.0.1:1"\n'
+                   'keys = ["state"]\nseries_budget = 100\n')
+    c = config_from_args(parser("t").parse_args(["--config", str(cfg), "--interval", "2"]))
+    assert (c.interval, c.host, c.parquet, c.rotate_seconds, c.prometheus, c.prom_keys,
+            c.series_budget) == (2.0, "x1", "/tmp/d", 60, "127.0.0.1:1", ["state"], 100)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[parquet]\nbogus = 1\n")
+    with pytest.raises(ValueError, match="bogus"):
+        config_from_args(parser("t").parse_args(["--config", str(bad)]))
+    with pytest.raises(ValueError, match="no sink"):
+        config_from_args(parser("t").parse_args([]))
+
+
+# -- one collector, end to end -----------------------------------------------------------
+
+def test_serve_parquet_and_prometheus_end_to_end(tmp_path):
+    pytest.importorskip("prometheus_client")
+    duckdb = pytest.importorskip("duckdb")
+    port, mport = cu.free_port(), cu.free_port()
+    n = 3_000_000
+    traffic = cu.Traffic(port, n, hold=1.0)
+    ds = tmp_path / "ds"
+    serve = cu.Serve(tmp_path, "--parquet", str(ds), "--prometheus", f"127.0.0.1:{mport}",
+                     "--interval", "0.2", "--host", "solo", "--top-k", "3",
+                     "--filter", f"sport = :{port} or dport = :{port}")
+    try:
+        time.sleep(1.5)                       # the listener is known before traffic moves
+        traffic.go()
+        traffic.wait("done")
+        traffic.wait("closed")
+        deadline = time.monotonic() + 20
+        while True:
+            text = cu.scrape(mport)
+            got = sum(cu.metric_values(text, "web10g_flow_bytes_received_total",
+                                       local_port=str(port)))
+            if got >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert n <= got <= n + 2, got
+        acked = sum(cu.metric_values(text, "web10g_flow_bytes_acked_total",
+                                     local_port="ephemeral"))
+        assert n <= acked <= n + 2
+        assert cu.metric_values(text, "web10g_collector_samples_total")[0] > 0
+        assert "# HELP web10g_flow_bytes_acked_total Bytes acknowledged" in text
+        om = cu.scrape(mport, accept="application/openmetrics-text; version=1.0.0")
+        assert om.rstrip().endswith("# EOF")
+        assert serve.terminate() == 0
+    finally:
+        serve.close()
+        traffic.close()
+    ev = [e["event"] for e in serve.events()]
+    assert "stopped" in ev and "file_written" in ev
+    q = duckdb.sql(f"""
+        SELECT host, cid, max(HCThruOctetsReceived) AS rx, bool_or(final) AS fin
+        FROM read_parquet('{ds}/**/*.parquet', hive_partitioning = true)
+        WHERE local_port = {port} AND rem_port <> 0
+        GROUP BY host, cid""").fetchall()
+    assert len(q) == 1 and q[0][0] == "solo" and n <= q[0][2] <= n + 1 and q[0][3]
+
+
+# -- the whole route: two namespaces, Prometheus, DuckDB and Dask --------------------------
+
+@pytest.mark.skipif(cu.can_netns() is not None, reason=str(cu.can_netns()))
+def test_two_collectors_in_two_namespaces_prometheus_duckdb_dask(tmp_path):
+    pytest.importorskip("prometheus_client")
+    duckdb = pytest.importorskip("duckdb")
+    if cu.prometheus_binary() is None:
+        pytest.skip("no prometheus server (apt-get install prometheus; "
+                    "tools/install-collector-deps.sh)")
+    dd = pytest.importorskip("dask.dataframe")
+    distributed = pytest.importorskip("dask.distributed")
+    tag = f"{os.getpid() % 100000}"
+    port = 5201
+    sizes = {"a": 4_000_000, "b": 7_500_000}
+    ds = tmp_path / "ds"
+    mports = {h: cu.free_port() for h in sizes}
+    with cu.netns(f"w10g-a-{tag}") as ns_a, cu.netns(f"w10g-b-{tag}") as ns_b:
+        nss = {"a": ns_a, "b": ns_b}
+        traffic = {h: cu.Traffic(port, sizes[h], hold=1.5, netns=nss[h]) for h in sizes}
+        serves = {}
+        prom = None
+        try:
+            for h in sizes:
+                serves[h] = cu.Serve(tmp_path, "--netns", nss[h], "--host", h,
+                                     "--parquet", str(ds), "--interval", "0.2",
+                                     "--prometheus", f"127.0.0.1:{mports[h]}",
+                                     "--rotate-seconds", "2", name=f"serve-{h}")
+            prom = cu.PrometheusServer(mports)
+            time.sleep(1.5)
+            for t in traffic.values():
+                t.go()
+            for t in traffic.values():
+                t.wait("done")
+            for t in traffic.values():
+                t.wait("closed")
+            q = (f'sum by (host) (web10g_flow_bytes_received_total{{local_port="{port}"}})')
+            deadline = time.monotonic() + 30
+            while True:
+                res = {r["metric"].get("host"): float(r["value"][1]) for r in prom.query(q)}
+                if all(res.get(h, 0) >= sizes[h] for h in sizes) or \
+                        time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            for h, n in sizes.items():
+                assert n <= res.get(h, 0) <= n + 2, (h, res)
+            up = prom.query("up")
+            assert len(up) == 2 and all(r["value"][1] == "1" for r in up)
+            flows = prom.query('sum(web10g_flows{state="established"})')
+            assert flows                             # the gauge is there too
+            for h in sizes:
+                assert serves[h].terminate() == 0
+        finally:
+            for s in serves.values():
+                s.close()
+            for t in traffic.values():
+                t.close()
+            if prom is not None:
+                prom.close()
+    # DuckDB: hive partitions, per-flow bytes and throughput, RTT percentiles by host
+    glob = f"{ds}/**/*.parquet"
+    rows = duckdb.sql(f"""
+        WITH f AS (
+          SELECT host, cid, max(HCThruOctetsReceived) AS rx,
+                 max(HCThruOctetsReceived) / greatest(epoch(max(timestamp))
+                                                      - epoch(min(timestamp)), 1e-3) AS bps
+          FROM read_parquet('{glob}', hive_partitioning = true)
+          WHERE local_port = {port} AND rem_port <> 0
+          GROUP BY host, cid)
+        SELECT host, count(*), max(rx), max(bps) FROM f GROUP BY host ORDER BY host
+        """).fetchall()
+    assert [r[0] for r in rows] == ["a", "b"]
+    for host, nflows, rx, bps in rows:
+        assert nflows == 1 and sizes[host] <= rx <= sizes[host] + 1 and bps > 0
+    rtt = duckdb.sql(f"""
+        SELECT host, quantile_cont(rtt_us, 0.5), quantile_cont(rtt_us, 0.99),
+               count(DISTINCT date), min(hour)
+        FROM read_parquet('{glob}', hive_partitioning = true)
+        WHERE rtt_us IS NOT NULL GROUP BY host ORDER BY host""").fetchall()
+    assert [r[0] for r in rtt] == ["a", "b"] and all(r[1] > 0 for r in rtt)
+    # Dask on a distributed LocalCluster: the same per-flow numbers across hosts
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        df = dd.read_parquet(str(ds), columns=["cid", "local_port", "rem_port", "timestamp",
+                                               "HCThruOctetsReceived", "rtt_us", "host"],
+                             filters=[("local_port", "==", port)])
+        df = df[df["rem_port"] != 0]                     # not the listener
+        per_flow = df.groupby(["host", "cid"]).agg(
+            {"HCThruOctetsReceived": "max", "timestamp": ["min", "max"]}).compute()
+        per_flow.columns = ["rx", "t0", "t1"]
+        per_flow = per_flow.reset_index()
+        per_flow["bps"] = per_flow["rx"] / (per_flow["t1"] - per_flow["t0"]).dt.total_seconds(
+        ).clip(lower=1e-3)
+        got = {str(h): int(v) for h, v in zip(per_flow["host"], per_flow["rx"])}
+        assert set(got) == {"a", "b"}
+        for h, n in sizes.items():
+            assert n <= got[h] <= n + 1
+        p = df["rtt_us"].dropna().astype("float64").quantile([0.5, 0.99]).compute()
+        assert (p > 0).all()
+
+
+def test_serve_help_and_bad_config_exit_1(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "web10g", "serve"], capture_output=True,
+                       text=True, env=cu.env(), cwd=str(cu.ROOT))
+    assert r.returncode == 1 and "no sink" in r.stderr

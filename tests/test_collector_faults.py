@@ -1,0 +1,252 @@
+"""The collector under faults: a disk that fills up mid-file, SIGKILL mid-write and a
+restart, scrapes during rotations, and a sink that blocks.
+
+Each test holds its own loopback flows on a port of its own (``--filter``) and asserts
+on what must hold whatever the machine's load, never on speed."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("prometheus_client")
+
+import collector_util as cu  # noqa: E402
+
+
+class Flows:
+    """``n`` established loopback connections on a listener of their own, with a trickle
+    of data so that rows change from sample to sample."""
+
+    def __init__(self, n: int) -> None:
+        self.lst = socket.create_server(("127.0.0.1", 0), backlog=max(16, n))
+        self.port = self.lst.getsockname()[1]
+        self.socks = []
+        for _ in range(n):
+            c = socket.create_connection(("127.0.0.1", self.port))
+            s, _ = self.lst.accept()
+            self.socks.append((c, s))
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._trickle, daemon=True)
+        self._t.start()
+
+    def _trickle(self) -> None:
+        while not self._stop.wait(0.05):
+            for c, s in self.socks[:10]:
+                c.send(b"x" * 100)
+                s.recv(4096)
+
+    @property
+    def filter(self) -> str:
+        return f"sport = :{self.port} or dport = :{self.port}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join()
+        for c, s in self.socks:
+            c.close()
+            s.close()
+        self.lst.close()
+
+
+@pytest.fixture
+def flows():
+    f = Flows(30)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def visible_files(root) -> list:
+    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def all_readable(root) -> int:
+    n = 0
+    for p in visible_files(root):
+        n += pq.read_table(p).num_rows          # raises on a partial or damaged file
+    return n
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@needs_root
+def test_disk_full_mid_file_keeps_earlier_files_and_the_collector(tmp_path, flows):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    mport = cu.free_port()
+    serve = None
+    try:
+        ds = mnt / "ds"
+        serve = cu.Serve(tmp_path, "--parquet", str(ds), "--interval", "0.1",
+                         "--rotate-seconds", "0.5", "--filter", flows.filter,
+                         "--prometheus", f"127.0.0.1:{mport}", "--host", "full")
+        serve.wait_event("file_written", n=2)
+        # fill the disk
+        filler = mnt / "filler"
+        with open(filler, "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        before = visible_files(mnt)
+        errs = serve.wait_event("sink_error", timeout=30)
+        assert "No space" in errs[0]["error"] or "ENOSPC" in errs[0]["error"] or \
+            "space" in errs[0]["error"].lower()
+        assert serve.proc.poll() is None                      # alive
+        text = cu.scrape(mport)                               # and reporting
+        assert cu.metric_values(text, "web10g_collector_sink_errors_total",
+                                sink="parquet")[0] >= 1
+        assert cu.metric_values(text, "web10g_collector_sink_failing", sink="parquet")
+        s0 = cu.metric_values(text, "web10g_collector_samples_total")[0]
+        time.sleep(0.5)
+        assert cu.metric_values(cu.scrape(mport), "web10g_collector_samples_total")[0] > s0
+        assert all_readable(mnt) > 0                          # every earlier file is valid
+        assert set(before) <= set(visible_files(mnt))
+        # space comes back: the sink recovers by itself
+        filler.unlink()
+        n_files = len(serve.wait_event("file_written"))
+        serve.wait_event("sink_recovered", timeout=30)
+        serve.wait_event("file_written", n=n_files + 1, timeout=30)
+        assert serve.terminate() == 0
+        all_readable(mnt)
+        assert not list(mnt.rglob(".part-*"))
+    finally:
+        if serve is not None:
+            serve.close()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_sigkill_mid_write_leaves_no_partial_file_and_restart_duplicates_nothing(
+        tmp_path, flows):
+    ds = tmp_path / "ds"
+    args = ["--parquet", str(ds), "--interval", "0.05", "--rotate-seconds", "0.3",
+            "--filter", flows.filter, "--host", "k"]
+    serve = cu.Serve(tmp_path, *args, name="first")
+    try:
+        serve.wait_event("file_written", n=3)
+        time.sleep(0.17)                          # somewhere inside an open window
+        serve.kill()
+    finally:
+        serve.close()
+    # nothing partial is visible: every visible file reads in full
+    first = {p: p.read_bytes() for p in visible_files(ds)}
+    assert len(first) >= 3
+    all_readable(ds)
+    import web10g.datasets as wd
+
+    n_before = wd.dataset(ds).count_rows()        # the reader skips hidden temp files
+    assert n_before == sum(pq.read_table(p).num_rows for p in first)
+    # restart on the same directory: stale temp files go, renamed files stay as they were
+    serve = cu.Serve(tmp_path, *args, name="second")
+    try:
+        serve.wait_event("file_written", n=2)
+        assert serve.terminate() == 0
+    finally:
+        serve.close()
+    assert not list(ds.rglob(".part-*"))
+    for p, data in first.items():
+        assert p.read_bytes() == data             # nothing already renamed was lost
+    t = pq.read_table(ds, columns=["cid", "timestamp", "final"]).to_pandas()
+    assert len(t) > n_before
+    assert not t.duplicated(["cid", "timestamp", "final"]).any()
+
+
+def test_scrape_during_rotation_succeeds(tmp_path, flows):
+    mport = cu.free_port()
+    ds = tmp_path / "ds"
+    serve = cu.Serve(tmp_path, "--parquet", str(ds), "--interval", "0.05",
+                     "--rotate-seconds", "0.1", "--filter", flows.filter,
+                     "--prometheus", f"127.0.0.1:{mport}", "--host", "r")
+    try:
+        serve.wait_event("file_written", n=1)
+        ok = 0
+        for k in range(60):
+            if k % 3 == 0:
+                serve.proc.send_signal(signal.SIGHUP)      # rotations on demand too
+            text = cu.scrape(mport)
+            assert "web10g_collector_samples_total" in text
+            ok += 1
+            time.sleep(0.02)
+        assert ok == 60
+        assert len(serve.wait_event("file_written", n=3)) >= 3
+        assert serve.wait_event("rotate_requested")
+        assert serve.terminate() == 0
+    finally:
+        serve.close()
+    all_readable(ds)
+
+
+def test_a_blocking_sink_does_not_stall_sampling(tmp_path, flows):
+    from web10g.collector import Collector, Config
+    from web10g.collector.log import EventLog
+    from web10g.collector.sinks import Sink
+
+    release = threading.Event()
+
+    class Blocking(Sink):
+        name = "blocking"
+        calls = 0
+
+        def write(self, item):
+            Blocking.calls += 1
+            release.wait(60)
+
+    log_path = tmp_path / "log"
+    with open(log_path, "w") as logf:
+        cfg = Config(parquet=str(tmp_path / "ds"), interval=0.05, filter=flows.filter,
+                     host="blk", sink_queue=2, shutdown_timeout=10).check()
+        col = Collector(cfg, log=EventLog(logf, "json"), extra_sinks=[Blocking()])
+        result = {}
+        th = threading.Thread(target=lambda: result.setdefault("rc", col.run()))
+        th.start()
+        try:
+            assert col.started.wait(30)
+            deadline = time.monotonic() + 30
+            while col.samples < 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            runners = {r.name: r for r in col.runners}
+            assert col.samples >= 20                        # sampling went on
+            assert Blocking.calls == 1                      # the sink is stuck in its first
+            assert runners["blocking"].dropped >= col.samples - 4   # counted, not waited
+            assert runners["parquet"].written >= col.samples - 3   # the others keep going
+            fams = {f.name: f for f in col.families()}
+            dropped = {s.labels["sink"]: s.value for s in
+                       fams["web10g_collector_sink_dropped_samples"].samples
+                       if s.name.endswith("_total")}
+            assert dropped["blocking"] >= 1 and dropped["parquet"] == 0
+        finally:
+            release.set()
+            col.stop()
+            th.join(60)
+    assert result.get("rc") == 0
+    assert "sink_behind" in log_path.read_text()
+
+
+def test_sigterm_flushes_the_open_window(tmp_path, flows):
+    ds = tmp_path / "ds"
+    serve = cu.Serve(tmp_path, "--parquet", str(ds), "--interval", "0.1",
+                     "--rotate-seconds", "3600", "--filter", flows.filter, "--host", "t")
+    try:
+        time.sleep(1.0)
+        assert not visible_files(ds)              # the only window is still open
+        assert serve.terminate() == 0
+    finally:
+        serve.close()
+    files = visible_files(ds)
+    assert len(files) == 1 and pq.read_table(files[0]).num_rows >= 60

@@ -1,0 +1,639 @@
+"""The Parquet dataset: rows -> Arrow tables -> hive-partitioned, atomically renamed files.
+
+Layout (the same for ``web10g serve --parquet DIR`` and ``web10g convert IN DIR``)::
+
+    DIR/host=H/date=YYYY-MM-DD/hour=HH/part-<start>-<writer>-<seq>.parquet
+
+* one file per rotation window (time, size, the UTC hour, SIGHUP), written under a hidden
+  temporary name (``.part-....parquet.tmp``: every engine skips names starting with '.')
+  and renamed when complete, after an fsync: a reader never sees a partial file;
+* zstd, row groups of up to ``row_group_rows`` rows (many samples each, not one per
+  sample), rows sorted by (local_port, cid, timestamp) inside a row group so that an idle
+  flow's values form runs (RLE) and port filters prune on statistics;
+* ``timestamp`` is ``timestamp[ns, UTC]``; ``cid`` uint64; addresses are **text**
+  ("192.0.2.7", "2001:db8::1"), dictionary-encoded, so SQL engines compare and group them
+  as strings with no UDF (a fixed 16-byte binary would save little after encoding and
+  compression, and every engine would need a conversion to show it); ``state`` and
+  ``family`` are text too (RFC 4898 state names, "inet"/"inet6");
+* a value a row did not report (``web10g.rows.available`` is False) is null, never 0;
+* the schema metadata key ``web10g`` holds JSON: package version, backend, host, the
+  registry's units and descriptions by column; each field's metadata has its units;
+* ``final`` is true for rows from end-of-flow notifications (the flow's last counters,
+  taken when it closed), false for rows of a periodic sample.
+
+``host``, ``date`` and ``hour`` are hive partition keys (directories), not columns inside
+the files.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from web10g import __version__, mib
+from web10g import rows as _rows
+
+#: columns of the identity block as written (addresses as text, the rest as is)
+ID_COLUMNS = ("cid", "family", "state", "local_addr", "local_port", "rem_addr", "rem_port",
+              "uid", "inode")
+_DROP = {"present", "tcp_info_len"}           # turned into nulls
+_FAMILY_NAMES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
+TMP_PREFIX = ".part-"
+TMP_SUFFIX = ".parquet.tmp"
+_TMP_RE = re.compile(r"^\.part-.*-p(\d+)-\d+\.parquet\.tmp$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _pa() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise ImportError("the Parquet dataset needs pyarrow: "
+                          "pip install 'web10g[parquet]'") from None
+    return pyarrow
+
+
+def check_host(host: str) -> str:
+    """A host name usable as a partition directory (host=H)."""
+    if not host or not _HOST_RE.match(host):
+        raise ValueError(f"host {host!r} cannot name a partition: use letters, digits, "
+                         "'.', '_' and '-'")
+    return host
+
+
+def default_host() -> str:
+    name = socket.gethostname().split(".")[0] or "localhost"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+# -- rows -> arrow ---------------------------------------------------------------------
+
+def _dictionary(pa: Any, codes: np.ndarray, values: list[str]) -> Any:
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32, copy=False)),
+                                          pa.array(values, pa.string()))
+
+
+def _fixed_binary(pa: Any, raw: np.ndarray, width: int) -> Any:
+    """An (n, width) uint8 array as an Arrow fixed-size binary array (no copy)."""
+    raw = np.ascontiguousarray(raw)
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(raw),
+                                                [None, pa.py_buffer(raw)])
+
+
+def _addresses(pa: Any, rows: np.ndarray, which: str,
+               order: np.ndarray | None = None) -> Any:
+    """Addresses as a dictionary array: each distinct (family, address) is found by
+    Arrow's hash kernel and formatted once."""
+    from web10g._netlink import format_addresses
+
+    n = len(rows)
+    key = np.empty((n, 17), np.uint8)
+    fam, addr = rows["family"], rows[f"{which}_addr"]
+    if order is not None:
+        fam, addr = fam[order], addr[order]
+    key[:, 0] = fam
+    key[:, 1:] = addr
+    enc = _fixed_binary(pa, key, 17).dictionary_encode()
+    uniq = np.frombuffer(b"".join(enc.dictionary.to_pylist()), np.uint8).reshape(-1, 17)
+    text = format_addresses(np.ascontiguousarray(uniq[:, 1:]), np.ascontiguousarray(uniq[:, 0]))
+    values = [t.decode() if isinstance(t, bytes) else str(t) for t in text]
+    return pa.DictionaryArray.from_arrays(enc.indices, pa.array(values, pa.string()))
+
+
+def _text(pa: Any, col: np.ndarray, mask: np.ndarray | None) -> Any:
+    """A fixed-width bytes column (cc_algorithm, ...) as dictionary-encoded text."""
+    w = col.dtype.itemsize
+    raw = np.ascontiguousarray(col).view(np.uint8).reshape(len(col), w)
+    enc = _fixed_binary(pa, raw, w).dictionary_encode()
+    values = [b.rstrip(b"\0").decode("ascii", "replace") for b in enc.dictionary.to_pylist()]
+    idx = enc.indices
+    if mask is not None:
+        idx = pa.array(idx.to_numpy(zero_copy_only=False), type=idx.type, mask=mask)
+    return pa.DictionaryArray.from_arrays(idx, pa.array(values, pa.string()))
+
+
+def _state_names() -> list[str]:
+    return [""] + [mib.STATE_NAMES.get(k, str(k)) for k in range(1, 16)]
+
+
+def _units(name: str) -> tuple[str, str]:
+    try:
+        v = mib.lookup(name)
+    except LookupError:
+        return "", ""
+    return v.units or "", v.description or ""
+
+
+_ID_DOC = {
+    "timestamp": ("nanoseconds since the epoch, UTC", "When the kernel's reply was read."),
+    "cid": ("", "Connection id (the socket cookie on sock_diag, the Web10G CID on estats)."),
+    "family": ("", "Address family: inet or inet6."),
+    "state": ("", "RFC 4898 TCP state name (tcpEStatsStackState)."),
+    "local_addr": ("", "Local address as text."),
+    "local_port": ("", "Local port."),
+    "rem_addr": ("", "Remote address as text."),
+    "rem_port": ("", "Remote port."),
+    "uid": ("", "Owner uid of the socket."),
+    "inode": ("", "Socket inode (0 when the kernel gives none)."),
+    "final": ("", "True for a flow's last values, taken from its end-of-flow notification."),
+}
+
+
+def schema_for(dtype: np.dtype, *, backend: str = "", host: str = "",
+               extra: dict[str, Any] | None = None) -> Any:
+    """The Arrow schema of a rows dtype as the dataset stores it."""
+    pa = _pa()
+    dict_str = pa.dictionary(pa.int32(), pa.string())
+    fields = [pa.field("timestamp", pa.timestamp("ns", tz="UTC"), nullable=False)]
+    types = {"cid": pa.uint64(), "family": dict_str, "state": dict_str,
+             "local_addr": dict_str, "rem_addr": dict_str, "local_port": pa.uint16(),
+             "rem_port": pa.uint16(), "uid": pa.uint32(), "inode": pa.uint32()}
+    for name in ID_COLUMNS:
+        fields.append(pa.field(name, types[name], nullable=False))
+    fields.append(pa.field("final", pa.bool_(), nullable=False))
+    units: dict[str, str] = {}
+    docs: dict[str, str] = {}
+    for name in dtype.names:
+        if name in ID_COLUMNS or name in _DROP or name == "timestamp":
+            continue
+        sub = dtype.fields[name][0]
+        u, d = _units(name)
+        units[name], docs[name] = u, d
+        if sub.kind == "S":
+            t = pa.string()
+        else:
+            t = pa.from_numpy_dtype(sub)
+        fields.append(pa.field(name, t, nullable=True,
+                               metadata={"units": u, "description": d}))
+    for name, (u, d) in _ID_DOC.items():
+        units.setdefault(name, u)
+        docs.setdefault(name, d)
+    for i, f in enumerate(fields):
+        if f.name in _ID_DOC and f.metadata is None:
+            u, d = _ID_DOC[f.name]
+            fields[i] = f.with_metadata({"units": u, "description": d})
+    meta = {"web10g_version": __version__, "backend": backend, "host": host,
+            "layout": "host=H/date=YYYY-MM-DD/hour=HH (UTC)", "addresses": "text",
+            "units": units, "descriptions": docs}
+    meta.update(extra or {})
+    return pa.schema(fields, metadata={"web10g": json.dumps(meta)})
+
+
+def to_table(rows: np.ndarray, final: np.ndarray | None, schema: Any,
+             order: np.ndarray | None = None) -> Any:
+    """Rows (one dtype, concatenated samples) as an Arrow table of ``schema``, in
+    ``order`` when given (each column is gathered once, straight into place)."""
+    pa = _pa()
+    n = len(rows)
+    cols: list[Any] = []
+    if order is not None:
+        # permute whole rows once (one contiguous copy per row), then read columns
+        # sequentially: far fewer cache misses than a random gather per column
+        if final is not None:
+            final = final[order]
+        rows = (np.ascontiguousarray(rows).view(np.uint8).reshape(n, -1)
+                .take(order, axis=0).view(rows.dtype).reshape(n))
+        order = None
+
+    def get(name: str) -> np.ndarray:
+        return np.ascontiguousarray(rows[name])
+
+    presence = _rows.presence_of(rows)
+    if presence is not None and presence.stats_bits:
+        present = get("present")
+        reported = (present & presence.stats_bits) != 0
+    else:
+        present = get("present") if presence is not None else None
+        reported = np.ones(n, bool)
+    all_reported = bool(reported.all())
+    info_len = get("tcp_info_len") if (presence is not None and presence.min_len
+                                      and "tcp_info_len" in rows.dtype.names) else None
+    masks: dict[Any, np.ndarray | None] = {}
+
+    def null_mask(name: str) -> np.ndarray | None:
+        """~(available & reported), computed once per distinct presence rule (the same
+        rule as web10g.rows.available, on columns gathered once)."""
+        if presence is None:
+            return None
+        bit, need = presence.bits.get(name), presence.min_len.get(name)
+        key = (bit, need)
+        if key not in masks:
+            ok = reported.copy()
+            if bit:
+                ok &= (present & bit) == bit
+            if need and info_len is not None:
+                ok &= info_len >= need
+            masks[key] = None if (all_reported and ok.all()) else ~ok
+        return masks[key]
+
+    for field in schema:
+        name = field.name
+        if name == "timestamp":
+            cols.append(pa.array(get("timestamp"), type=field.type))
+        elif name in ("local_addr", "rem_addr"):
+            cols.append(_addresses(pa, rows, name.split("_")[0], order))
+        elif name == "state":
+            names = _state_names()
+            codes = np.minimum(get("state"), 15).astype(np.int32)
+            cols.append(_dictionary(pa, codes, names))
+        elif name == "family":
+            codes = (get("family") == socket.AF_INET6).astype(np.int32)
+            cols.append(_dictionary(pa, codes, ["inet", "inet6"]))
+        elif name == "final":
+            cols.append(pa.array(np.zeros(n, bool) if final is None else final))
+        elif name in ID_COLUMNS:
+            if name in rows.dtype.names:
+                cols.append(pa.array(get(name), type=field.type))
+            else:                                   # classic record files: no uid/inode
+                cols.append(pa.array(np.zeros(n, field.type.to_pandas_dtype()),
+                                     type=field.type))
+        else:
+            if name not in rows.dtype.names:
+                cols.append(pa.nulls(n, field.type))
+                continue
+            col = get(name)
+            if col.dtype.kind == "S":
+                cols.append(_text(pa, col, null_mask(name)).cast(pa.string()))
+                continue
+            cols.append(pa.array(col, type=field.type, mask=null_mask(name)))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def sort_order(rows: np.ndarray) -> np.ndarray:
+    """(local_port, cid, timestamp): each flow's samples together (runs for RLE), port
+    ranges tight per row group (statistics prune port filters)."""
+    # one 64-bit key (port in the top 16 bits, the cid's low 48 below) and a stable
+    # sort: rows were appended in time order, so each flow's stay in time order
+    key = (rows["local_port"].astype(np.uint64) << np.uint64(48)) | (
+        rows["cid"].astype(np.uint64) & np.uint64((1 << 48) - 1))
+    return np.argsort(key, kind="stable")
+
+
+# -- the writer -------------------------------------------------------------------------
+
+@dataclass
+class WrittenFile:
+    path: str
+    rows: int
+    bytes: int
+    start_ns: int
+    end_ns: int
+
+
+def _utc(ns: int) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc)
+
+
+def partition_dir(root: str, host: str, t_ns: int) -> str:
+    t = _utc(t_ns)
+    return os.path.join(root, f"host={host}", f"date={t:%Y-%m-%d}", f"hour={t:%H}")
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(root: str, host: str | None = None) -> list[str]:
+    """Delete temporary files left by writers that died (their pid is gone). A crash
+    loses its open window; the rows in renamed files are kept, and nothing is re-written,
+    so a restart neither loses them nor duplicates them."""
+    removed = []
+    base = os.path.join(root, f"host={host}") if host else root
+    for dirpath, _dirs, files in os.walk(base):
+        for f in files:
+            m = _TMP_RE.match(f)
+            if not m:
+                continue
+            pid = int(m.group(1))
+            alive = pid != os.getpid() and os.path.exists(f"/proc/{pid}")
+            if alive:
+                continue
+            try:
+                os.unlink(os.path.join(dirpath, f))
+                removed.append(os.path.join(dirpath, f))
+            except OSError:
+                pass
+    return removed
+
+
+class DatasetWriter:
+    """Writes rows into the dataset layout, one file per rotation window.
+
+    ``add(rows, final=False)`` buffers a sample (the rows are kept, not copied: give
+    rows you own); a row group is written when ``row_group_rows`` rows are buffered;
+    ``rotate()`` finishes the open file (written under a temporary name, fsynced,
+    renamed). ``maybe_rotate(now_ns)`` applies the time and size limits. A failure
+    (ENOSPC, EACCES) raises after the open window is dropped (its temporary file
+    removed), so earlier files stay as they are and the next window starts clean.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, host: str, dtype: np.dtype,
+                 backend: str = "", rotate_seconds: float = 300.0,
+                 rotate_bytes: int = 256 << 20, row_group_rows: int = 1 << 20,
+                 row_group_bytes: int = 128 << 20, compression_level: int = 3,
+                 writer_id: str | None = None, metadata: dict[str, Any] | None = None,
+                 on_file: Callable[[WrittenFile], None] | None = None) -> None:
+        pa = _pa()
+        self.root = os.fspath(root)
+        self.host = check_host(host)
+        self.dtype = dtype
+        self.schema = schema_for(dtype, backend=backend, host=host, extra=metadata)
+        self.rotate_seconds = float(rotate_seconds)
+        self.rotate_bytes = int(rotate_bytes)
+        # rows per row group: the count, or the buffered bytes, whichever comes first
+        self.row_group_rows = max(1, min(int(row_group_rows),
+                                         int(row_group_bytes) // max(1, dtype.itemsize)))
+        self.compression_level = compression_level
+        self.writer_id = writer_id or f"p{os.getpid()}"
+        self.on_file = on_file
+        self._pa = pa
+        self._seq = 0
+        self._buf: list[np.ndarray] = []
+        self._final: list[bool] = []
+        self._buffered = 0
+        self._writer: Any = None
+        self._tmp: str | None = None
+        self._final_path: str | None = None
+        self._window_start: float | None = None     # monotonic seconds
+        self._window_ns = 0                         # wall ns of the window's first sample
+        self._hour_key: tuple[int, int, int, int] | None = None
+        self._rows_in_file = 0
+        self._last_ns = 0
+        self.files: list[WrittenFile] = []
+        self.rows_written = 0
+        self.rows_lost = 0
+        os.makedirs(self.root, exist_ok=True)
+
+    # -- feeding ------------------------------------------------------------------------
+    def add(self, rows: np.ndarray, *, final: bool = False, t_ns: int | None = None) -> None:
+        if rows.dtype != self.dtype:
+            rows = _conform(rows, self.dtype)
+        if t_ns is None:
+            t_ns = int(rows["timestamp"][0]) if len(rows) else time.time_ns()
+        key = _hour_of(t_ns)
+        if self._hour_key is not None and key != self._hour_key and (
+                self._buffered or self._writer is not None):
+            self.rotate()                           # a file never spans two hours
+        if self._window_start is None:
+            self._window_start = time.monotonic()
+            self._window_ns = t_ns
+            self._hour_key = key
+        if not len(rows):
+            return
+        self._buf.append(rows)
+        self._final.append(final)
+        self._buffered += len(rows)
+        self._last_ns = max(self._last_ns, t_ns)
+        if self._buffered >= self.row_group_rows:
+            self.flush_row_group()
+
+    def maybe_rotate(self) -> bool:
+        """Rotate when the window is older than rotate_seconds or the file has reached
+        rotate_bytes; True when a file was finished."""
+        if self._window_start is None:
+            return False
+        if time.monotonic() - self._window_start >= self.rotate_seconds:
+            return self.rotate() is not None or self._reset_window()
+        if self._tmp is not None and self._file_bytes() >= self.rotate_bytes:
+            return self.rotate() is not None
+        return False
+
+    def _reset_window(self) -> bool:
+        self._window_start = None
+        self._hour_key = None
+        return False
+
+    def _file_bytes(self) -> int:
+        try:
+            return os.path.getsize(self._tmp) if self._tmp else 0
+        except OSError:
+            return 0
+
+    # -- writing ------------------------------------------------------------------------
+    def _open(self) -> None:
+        pq = self._pa.parquet
+        d = partition_dir(self.root, self.host, self._window_ns)
+        os.makedirs(d, exist_ok=True)
+        self._seq += 1
+        stamp = _utc(self._window_ns).strftime("%Y%m%dT%H%M%S") + \
+            f".{self._window_ns // 1_000_000 % 1000:03d}Z"
+        stem = f"{stamp}-{self.writer_id}-{self._seq:04d}"
+        self._final_path = os.path.join(d, f"part-{stem}.parquet")
+        self._tmp = os.path.join(d, f"{TMP_PREFIX}{stem}-p{os.getpid()}-{self._seq}"
+                                    f"{TMP_SUFFIX}")
+        self._writer = pq.ParquetWriter(
+            self._tmp, self.schema, compression="zstd",
+            compression_level=self.compression_level, use_dictionary=True,
+            write_statistics=True, data_page_size=1 << 20)
+        self._rows_in_file = 0
+        self._first_ns = self._window_ns
+
+    def flush_row_group(self) -> None:
+        """Write the buffered rows as one row group (sorted) into the open file."""
+        if not self._buffered:
+            return
+        try:
+            rows = np.concatenate(self._buf) if len(self._buf) > 1 else self._buf[0]
+            final = np.repeat(np.array(self._final, bool), [len(b) for b in self._buf])
+            table = to_table(rows, final, self.schema, sort_order(rows))
+            if self._writer is None:
+                self._open()
+            self._writer.write_table(table, row_group_size=len(table))
+            self._rows_in_file += len(table)
+        except BaseException:
+            self._fail()
+            raise
+        finally:
+            self._buf, self._final, self._buffered = [], [], 0
+
+    def rotate(self) -> WrittenFile | None:
+        """Finish the open window: write what is buffered, close, fsync, rename."""
+        try:
+            self.flush_row_group()
+            if self._writer is None:
+                self._reset_window()
+                return None
+            self._writer.close()
+            self._writer = None
+            fd = os.open(self._tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(self._tmp, self._final_path)
+            _fsync_dir(os.path.dirname(self._final_path))
+        except BaseException:
+            self._fail()
+            raise
+        done = WrittenFile(self._final_path, self._rows_in_file,
+                           os.path.getsize(self._final_path), self._first_ns, self._last_ns)
+        self.rows_written += self._rows_in_file
+        self.files.append(done)
+        self._tmp = self._final_path = None
+        self._rows_in_file = 0
+        self._reset_window()
+        if self.on_file is not None:
+            self.on_file(done)
+        return done
+
+    def _fail(self) -> None:
+        """Drop the open window after an error: its rows are lost, its temporary file
+        removed (which also gives back the space a full disk needs)."""
+        self.rows_lost += self._rows_in_file + self._buffered
+        w, self._writer = self._writer, None
+        if w is not None:
+            try:
+                w.close()
+            except BaseException:  # noqa: BLE001 - the file is being thrown away
+                pass
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+        self._tmp = self._final_path = None
+        self._buf, self._final, self._buffered = [], [], 0
+        self._rows_in_file = 0
+        self._reset_window()
+
+    def close(self) -> WrittenFile | None:
+        return self.rotate()
+
+    def abort(self) -> None:
+        self._fail()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _hour_of(t_ns: int) -> tuple[int, int, int, int]:
+    t = _utc(t_ns)
+    return (t.year, t.month, t.day, t.hour)
+
+
+def _conform(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Rows of another dtype carrying the same columns (closed() rows, say) as ``dtype``."""
+    out = np.zeros(len(rows), dtype=dtype)
+    for name in dtype.names:
+        if name in rows.dtype.names:
+            out[name] = rows[name]
+    return out
+
+
+def write_dataset(samples: Iterable[np.ndarray], root: str | os.PathLike, *, host: str,
+                  writer_id: str, **kw: Any) -> list[WrittenFile]:
+    """Every sample of an iterable into the dataset layout (used by ``web10g convert``).
+    Windows follow the samples' own timestamps: rotation by ``rotate_seconds`` of
+    recorded time, the UTC hour and ``rotate_bytes``."""
+    writer: DatasetWriter | None = None
+    window_ns = kw.pop("rotate_seconds", 3600.0) * 1e9
+    start_ns: int | None = None
+    try:
+        for rows in samples:
+            if writer is None:
+                writer = DatasetWriter(root, host=host, dtype=rows.dtype, writer_id=writer_id,
+                                       rotate_seconds=float("inf"), **kw)
+            t_ns = int(rows["timestamp"][0]) if len(rows) else None
+            if t_ns is not None and start_ns is not None and t_ns - start_ns >= window_ns:
+                writer.rotate()
+                start_ns = None
+            if t_ns is not None and start_ns is None:
+                start_ns = t_ns
+            # recordings' sample arrays are views into a reused buffer: copy
+            writer.add(_rows.copy(rows), t_ns=t_ns)
+            if writer._tmp is not None and writer._file_bytes() >= writer.rotate_bytes:
+                writer.rotate()
+                start_ns = None
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return [] if writer is None else writer.files
+
+
+def write_file(samples: Iterable[np.ndarray], path: str | os.PathLike, *, host: str = "",
+               backend: str = "", row_group_rows: int = 1 << 20,
+               row_group_bytes: int = 128 << 20, compression_level: int = 3,
+               metadata: dict[str, Any] | None = None) -> int:
+    """Every sample into one Parquet file with the dataset's schema and row groups
+    (written as ``.NAME.tmp`` beside it, then renamed). Returns the rows written."""
+    pa = _pa()
+    path = os.fspath(path)
+    d, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(d, f".{base}.tmp")
+    writer: Any = None
+    schema = None
+    buf: list[np.ndarray] = []
+    buffered = total = 0
+    limit = 0
+
+    def flush() -> None:
+        nonlocal buf, buffered, total, writer
+        if not buf:
+            return
+        rows = np.concatenate(buf) if len(buf) > 1 else buf[0]
+        if writer is None:
+            writer = pa.parquet.ParquetWriter(tmp, schema, compression="zstd",
+                                              compression_level=compression_level)
+        table = to_table(rows, None, schema, sort_order(rows))
+        writer.write_table(table, row_group_size=len(rows))
+        total += len(rows)
+        buf, buffered = [], 0
+
+    try:
+        for rows in samples:
+            if schema is None:
+                schema = schema_for(rows.dtype, backend=backend, host=host, extra=metadata)
+                limit = max(1, min(row_group_rows, row_group_bytes // max(1, rows.dtype.itemsize)))
+            elif rows.dtype != buf[0].dtype if buf else False:
+                flush()
+            buf.append(_rows.copy(rows))
+            buffered += len(rows)
+            if buffered >= limit:
+                flush()
+        flush()
+        if writer is None:
+            if schema is None:
+                raise ValueError("no samples to write")
+            writer = pa.parquet.ParquetWriter(tmp, schema, compression="zstd")
+        writer.close()
+        writer = None
+        os.replace(tmp, path)
+    except BaseException:
+        if writer is not None:
+            try:
+                writer.close()
+            except BaseException:  # noqa: BLE001 - being thrown away
+                pass
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return total
