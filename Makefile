@@ -16,10 +16,29 @@ help: ## list the targets
 deps: ## install missing system packages (libmnl-dev, pkg-config, compiler, iproute2)
 	@PYTHON=$(PYTHON) ./tools/install-deps.sh
 
+# Stamps: .installed is the package alone (editable, runtime dependencies and the build
+# tools), all that `make demo` needs; .installed-<name> adds the extras <name> needs on top.
 $(VENV)/.installed: pyproject.toml setup.py | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3" "numpy>=2"
-	$(PY) -m pip install -q --no-build-isolation -e '.[test,lint]'
+	$(PY) -m pip install -q --no-build-isolation -e .
+	touch $@
+
+EXTRAS_test  = test
+EXTRAS_lint  = lint
+EXTRAS_bench = bench,record
+# The package is installed already: pip takes the extras from its metadata and adds only
+# their requirements (no rebuild of the extensions).
+$(VENV)/.installed-%: $(VENV)/.installed
+	$(PY) -m pip install -q 'web10g[$(EXTRAS_$*)]'
+	touch $@
+
+# The test suite also runs the ebpf backend (clang, bpftool, libbpf) and a real Prometheus
+# server: system packages that `make demo` does not need, installed only for the tests.
+$(VENV)/.installed-test: $(VENV)/.installed
+	./tools/install-ebpf-deps.sh
+	./tools/install-collector-deps.sh
+	$(PY) -m pip install -q 'web10g[$(EXTRAS_test)]'
 	touch $@
 
 venv: $(VENV)/.installed ## create the virtual environment with the package installed editable
@@ -27,25 +46,29 @@ venv: $(VENV)/.installed ## create the virtual environment with the package inst
 build: venv ## compile the extensions in place
 	$(PY) setup.py -q build_ext --inplace
 
-test: build ## run the test suite
+test: $(VENV)/.installed-test build ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: build ## sample this machine's live flows and show them
 	$(PY) -m web10g.demo
 
-bench: build ## run the benchmarks (tables of ratios against baselines; BENCH_ARGS=--quick)
-	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS); done
+bench: build $(VENV)/.installed-bench ## run the benchmarks (tables of ratios against baselines; BENCH_ARGS=--quick)
+	@run=benchmarks/results/run-$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$run; \
+	for b in benchmarks/bench_*.py; do echo "== $$b"; \
+	  WEB10G_BENCH_RESULTS=$$run $(PY) $$b $(BENCH_ARGS) || echo "!! $$b failed"; done; \
+	$(PY) benchmarks/report.py $$run --readme README.md
 
-lint: venv ## ruff, cython-lint and mypy
+# (cython-lint runs pycodestyle from PATH: the venv's is put first)
+lint: $(VENV)/.installed-lint ## ruff, cython-lint and mypy
 	$(VENV)/bin/ruff check web10g tests benchmarks
-	$(VENV)/bin/cython-lint web10g/*.pyx web10g/*.pxd
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/cython-lint web10g/*.pyx web10g/*.pxd
 	$(VENV)/bin/mypy web10g
 
-debug: venv ## debug build (-O0 -g, Cython bounds checks) and the tests under it
+debug: $(VENV)/.installed-test ## debug build (-O0 -g, Cython bounds checks) and the tests under it
 	WEB10G_DEBUG=1 $(PY) setup.py -q build_ext --inplace --force
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-sanitize: venv ## ASan+UBSan build and the tests under it
+sanitize: $(VENV)/.installed-test ## ASan+UBSan build and the tests under it
 	WEB10G_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	LD_PRELOAD="$(ASAN_LIB) $(STDCXX_LIB)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)

@@ -110,3 +110,66 @@ def test_estats_getmib_prints_the_modules_init(capsys, fake_kernel_factory, monk
     data = json.loads(out)
     assert len(data) == 122 and data[0] == {"table": "perf", "index": 0, "name": "SegsOut",
                                             "type_code": 2}
+
+
+def test_csv_output(capsys, fake_kernel_factory, monkeypatch):
+    import csv
+    import io
+
+    code, out, _ = run(capsys, ["getmib", "--builtin", "--csv"])
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert out.startswith("table,index,name,type_code,")
+    assert len(rows) == 124
+    assert {k: rows[0][k] for k in ("table", "index", "name", "type_code")} == {
+        "table": "perf", "index": "0", "name": "SegsOut", "type_code": "2"}
+    srtt = next(r for r in rows if r["name"] == "SmoothedRTT")
+    assert srtt["sock_diag_match"] == "exact" and srtt["units"] == "milliseconds"
+    monkeypatch.delenv("WEB10G_ESTATS_PEER", raising=False)
+    code, out, _ = run(capsys, ["getmib", "--backend", "sock_diag", "--csv"])
+    names = {r["name"] for r in csv.DictReader(io.StringIO(out))}
+    # as the text listing: every variable (tcp_info_len is a metadata column)
+    assert code == 0 and names == {v.name for v in mib.variables(backend="sock_diag")} - {
+        "tcp_info_len"}
+    fk = fake_kernel_factory("middle")
+    monkeypatch.setenv("WEB10G_ESTATS_PEER", str(fk.portid))
+    code, out, _ = run(capsys, ["getmib", "--csv"])
+    lines = out.splitlines()
+    assert code == 0 and lines[:2] == ["table,index,name,type_code", "perf,0,SegsOut,2"]
+    assert len(lines) == 123
+    with pytest.raises(SystemExit) as ei:
+        getmib(["--csv", "--json"])
+    assert ei.value.code == 1
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("argv", [["getmib", "--json"], ["getmib", "--csv"], ["getmib"],
+                                  ["--help"], ["getmib", "--help"], ["readvars", "--help"]])
+def test_a_reader_that_goes_away_ends_the_tool_quietly(argv):
+    """stdout is a pipe whose reader is gone before the tool writes: no traceback, no
+    'Exception ignored' from the final flush, exit status 0."""
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("WEB10G_ESTATS_PEER", None)
+    proc = subprocess.Popen([sys.executable, "-m", "web10g", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()                 # the reader is gone before a byte is written
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0, err
+    assert err == ""
+
+
+def test_piped_into_head(tmp_path):
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("WEB10G_ESTATS_PEER", None)
+    for cmd in ("getmib --json", "--help"):
+        res = subprocess.run(["bash", "-c", f"{sys.executable} -m web10g {cmd} | head -1"],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert res.stdout.count("\n") == 1
+        assert "Traceback" not in res.stderr and "Error" not in res.stderr

@@ -128,10 +128,10 @@ def test_deltavars_differences_counters(capsys, env):
     if env["fk"]:
         env["fk"].auto_tick = True
     code, out, _ = run(capsys, "deltavars", str(env["cid"]), "--count", "2", "-i", "20",
-                       "--vars", "SegsOut,CurMSS", "--csv")
+                       "--vars", "SegsOut,CurMSS", "-s")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "sec,usec,SegsOut,CurMSS,"
+    assert lines[0] == "sec,usec,SegsOut,CurMSS,"          # classic: each name + comma
     first, second = (ln.split(",") for ln in lines[1:3])
     assert int(first[2]) > 0                                   # first: absolute
     assert first[3] == second[3] and int(second[3]) > 0        # a gauge: the value
@@ -283,3 +283,257 @@ def test_listconninfo_finds_owners_of_estats_rows_by_tuple(tcp_pair):
     stranger["rem_port"] += 1                   # a tuple no socket has
     uid, pid, cmd = owners(EstatsLike(), stranger)
     assert uid.tolist() == [-1] and pid.tolist() == [-1] and cmd.tolist() == [""]
+
+
+# -- replays, stock extras, CSV shapes, help texts, ss state names -------------------------
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def cli(*argv, timeout=60, **kw):
+    """``python -m web10g ARGV`` in a subprocess (so a tool that never ends fails the test
+    by its timeout instead of hanging the suite)."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(ROOT))
+    env.pop("WEB10G_ESTATS_PEER", None)
+    return subprocess.run([sys.executable, "-m", "web10g", *argv], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd="/", **kw)
+
+
+def cid_of(local_port, rem_port):
+    with web10g.open("sock_diag") as a:
+        rows = a.list_conns(filter=f"sport = :{local_port} and dport = :{rem_port}",
+                            states="all")
+    assert len(rows) == 1
+    return int(rows["cid"][0])
+
+
+@pytest.fixture
+def recording_with_a_late_flow(tmp_path, tcp_pair):
+    """Five recorded samples of this test's flows: the pair's client side in all five,
+    a second connection ("late") only in samples 3 and 4, with data sent before each."""
+    import struct
+
+    from web10g.recording import Recorder
+
+    lst, cli_sock, srv = tcp_pair
+    port = lst.getsockname()[1]
+    flt = f"sport = :{port} or dport = :{port}"
+    path = tmp_path / "late.w10g"
+    with web10g.open("sock_diag") as agent:
+        rec = Recorder(path, agent)
+        try:
+            rec.sample(filter=flt)
+            rec.sample(filter=flt)
+            late = socket.create_connection(lst.getsockname())
+            late_srv, _ = lst.accept()
+            late.sendall(b"a" * 1000)
+            late_srv.recv(100000)
+            late_cid = cid_of(late.getsockname()[1], port)
+            rec.sample(filter=flt)
+            late.sendall(b"b" * 3000)
+            late_srv.recv(100000)
+            rec.sample(filter=flt)
+            # an RST: both ends leave the socket tables at once
+            late.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            late.close()
+            rec.sample(filter=flt)
+            late_srv.close()
+        finally:
+            rec.close()
+    return {"path": str(path), "late": late_cid,
+            "steady": cid_of(cli_sock.getsockname()[1], port)}
+
+
+def test_watchvars_replay_steps_through_the_recording_and_ends(recording_with_a_late_flow):
+    r = recording_with_a_late_flow
+    res = cli("watchvars", str(r["steady"]), "--replay", r["path"], "-s",
+              "--vars", "SegsOut")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "sec,usec,SegsOut\t"
+    stamps = [tuple(map(int, ln.split(",")[:2])) for ln in lines[1:]]
+    assert len(stamps) == 5                          # one row per recorded sample, then end
+    assert stamps == sorted(set(stamps))             # each a different sample, in order
+    assert res.stderr == ""
+
+
+def test_replay_reports_samples_without_the_flow(recording_with_a_late_flow):
+    r = recording_with_a_late_flow
+    res = cli("watchvars", str(r["late"]), "--replay", r["path"], "--csv",
+              "--vars", "DataOctetsOut")
+    assert res.returncode == 0, res.stderr
+    rows = [ln.split(",") for ln in res.stdout.splitlines()[1:]]
+    assert len(rows) == 2 and all(int(f[1]) == r["late"] for f in rows)
+    assert int(rows[1][-1]) - int(rows[0][-1]) == 3000       # samples 3 and 4
+    assert f"flow {r['late']} is not in recorded samples 1-2" in res.stderr
+    assert f"flow {r['late']} is not in recorded sample 5" in res.stderr
+    assert "Traceback" not in res.stderr
+    # deltavars: the same two samples, the second as a difference
+    res = cli("deltavars", str(r["late"]), "--replay", r["path"], "--csv",
+              "--vars", "DataOctetsOut")
+    assert res.returncode == 0, res.stderr
+    rows = [ln.split(",") for ln in res.stdout.splitlines()[1:]]
+    assert len(rows) == 2 and int(rows[0][-1]) >= 1000 and int(rows[1][-1]) == 3000
+    # a CID in no sample at all is an error, as on a live kernel
+    res = cli("deltavars", "987654", "--replay", r["path"])
+    assert res.returncode == 1 and "987654" in res.stderr and "none of the 5" in res.stderr
+
+
+def test_replay_count_stops_early(recording_with_a_late_flow):
+    r = recording_with_a_late_flow
+    res = cli("deltavars", str(r["steady"]), "--replay", r["path"], "-s", "--count", "2",
+              "--vars", "SegsOut")
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 3
+
+
+def test_stock_extras_are_shown(capsys, tcp_pair):
+    lst, cli_sock, _ = tcp_pair
+    cid = cid_of(cli_sock.getsockname()[1], lst.getsockname()[1])
+    code, out, _ = run(capsys, "readvars", str(cid), "--vars", "CurCwnd,rtt_us")
+    assert code == 0
+    assert re.search(r"\n\nPerf Table\n\nCurCwnd=\d+\n", out)
+    assert re.search(r"\n\nExtras Table\n\n\n\nStock Table\n\nrtt_us=\d+\n$", out)
+    code, out, _ = run(capsys, "watchvars", str(cid), "-s", "--count", "1",
+                       "--vars", "SegsOut,rtt_us")
+    assert out.splitlines()[0] == "sec,usec,SegsOut\trtt_us\t"
+    code, out, _ = run(capsys, "watchvars", str(cid), "-s", "--count", "1")
+    header = out.splitlines()[0].split("\t")
+    assert "rtt_us" in header and header.index("rtt_us") > header.index("sec,usec,SegsOut")
+    assert len(out.splitlines()[1].split(",")) == len(header) + 2    # sec, usec, values
+    code, out, _ = run(capsys, "watchvars", str(cid), "--count", "1", "--vars", "rtt_us")
+    assert re.search(r"\n\n Stock Table\n\nrtt_us=\d+\n", out)
+
+
+def test_per_connection_csv_has_one_shape(capsys, env):
+    """readvars, watchvars and deltavars --csv: logger --csv's columns, one header."""
+    want = "time,cid,local_addr,local_port,rem_addr,rem_port,SegsOut,CurMSS"
+    for tool, extra in (("readvars", []), ("watchvars", ["--count", "2", "-i", "10"]),
+                        ("deltavars", ["--count", "2", "-i", "10"])):
+        code, out, err = run(capsys, tool, str(env["cid"]), "--csv", "--vars",
+                             "SegsOut,CurMSS", *extra)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0] == want, tool
+        assert len(lines) == (2 if tool == "readvars" else 3)
+        for ln in lines[1:]:
+            t, cid, la, lp, ra, rp, segs, mss = ln.split(",")
+            assert re.fullmatch(r"\d+\.\d{6}", t) and int(cid) == env["cid"]
+            assert (la, int(lp), ra, int(rp)) == (*env["local"], *env["remote"])
+            assert int(mss) > 0
+    code, out, _ = run(capsys, "logger", "--csv", "--count", "1", "--vars", "SegsOut,CurMSS")
+    assert out.splitlines()[0] == want
+
+
+def test_logger_csv_has_clean_column_names_for_pandas(capsys, env):
+    pd = pytest.importorskip("pandas")
+    import io
+
+    code, out, _ = run(capsys, "logger", "--csv", "--count", "1", "-m", "0x3,0,0,0,0")
+    df = pd.read_csv(io.StringIO(out))
+    assert list(df.columns) == ["time", "cid", "local_addr", "local_port", "rem_addr",
+                                "rem_port", "SegsOut", "DataSegsOut", "Priority"]
+    assert env["cid"] in set(df["cid"])
+    # the classic header keeps the spec's ", " (see --help); skipinitialspace reads it
+    code, out, _ = run(capsys, "logger", "--count", "1", "-m", "0x3,0,0,0,0")
+    assert out.startswith("Time, CID, SrcIp, SrcPort, DstIp, DstPort,SegsOut, ")
+    assert list(pd.read_csv(io.StringIO(out), skipinitialspace=True).columns)[:2] == [
+        "Time", "CID"]
+
+
+CLASSIC_FORMS = {
+    "listconns": "classic: web10g-listconns",
+    "listconninfo": "classic: web10g-listconninfo",
+    "readvars": "classic: web10g-readvars CID [-m MASK]",
+    "watchvars": "classic: web10g-watchvars CID [-m MASK] [-s] [-i INTERVAL_MS]",
+    "deltavars": "classic: web10g-deltavars CID [-m MASK] [-s] [-i INTERVAL_MS]",
+    "logger": "classic: web10g-logger [-e EXCLUDE_HOST] [-i INTERVAL_MS] [-m MASK] [-h]",
+    "getmib": "classic: web10g-getmib",
+    "writevar": "classic: web10g-writevar CID VARNAME VALUE",
+    "recordwrite": "classic: web10g-record_write CID",
+    "recordread": "classic: web10g-record_read",
+    "convert": "classic: none",
+    "plot": "classic: none",
+}
+
+
+@pytest.mark.parametrize("name", sorted(__import__("web10g.cli").cli.SUBCOMMANDS))
+def test_help_is_plain_text_and_names_the_classic_form(capsys, monkeypatch, name):
+    monkeypatch.setenv("COLUMNS", "100")        # the help is wrapped to the terminal
+    with pytest.raises(SystemExit) as ei:
+        web10g_main([name, "--help"])
+    out = capsys.readouterr().out
+    assert ei.value.code == 0 and out.startswith(f"usage: web10g {name}")
+    assert "``" not in out                       # no reST markup from docstrings
+    if name in CLASSIC_FORMS:
+        assert CLASSIC_FORMS[name] in out
+    if name in ("watchvars", "deltavars"):
+        assert "classic CSV" in out and "--csv" in out
+    if name == "logger":
+        assert "pandas" in out and "--csv" in out
+
+
+@pytest.mark.parametrize("states", [
+    "listening", "LISTENING", "big", "all", "connected", "synchronized", "bucket",
+    "established", "syn-sent", "syn-recv", "fin-wait-1", "fin-wait-2", "time-wait",
+    "closed", "close-wait", "last-ack", "listen", "closing", "established,listening",
+    "synrcvd"])
+def test_states_take_ss_names(capsys, env, states):
+    code, _, err = run(capsys, "listconns", "--states", states)
+    assert code == 0, err
+
+
+def test_states_listening_and_big_select_what_ss_does(capsys, tcp_pair):
+    lst, cli_sock, _ = tcp_pair
+    port = lst.getsockname()[1]
+    flt = f"sport = :{port} or dport = :{port}"
+
+    def states_of(spec):
+        code, out, err = run(capsys, "listconns", "--json", "--states", spec, "--filter", flt)
+        assert code == 0, err
+        return sorted(json.loads(ln)["state"] for ln in out.splitlines())
+
+    # rows carry RFC 4898 states: 2 listen, 5 established
+    assert states_of("listening") == [2]             # the listener only
+    assert states_of("big") == [2, 5, 5]             # the listener and both ends
+    assert states_of("bucket") == []                 # no SYN-RECV / TIME-WAIT here
+    code, _, err = run(capsys, "listconns", "--states", "listenin")
+    assert code == 1 and "unknown TCP state" in err and "listen" in err
+
+
+def test_state_aliases_select_what_their_targets_select(capsys, tcp_pair):
+    # other spellings and the groups, against the states they stand for
+    ALIASES = {"listening": "listen", "synrcvd": "synrecv", "SYN_RCVD": "syn-recv",
+               "big": ("established", "synsent", "finwait1", "finwait2", "close",
+                       "closewait", "lastack", "listen", "closing")}
+    lst, _, _ = tcp_pair
+    port = lst.getsockname()[1]
+    flt = f"sport = :{port} or dport = :{port}"
+
+    def cids(spec):
+        code, out, err = run(capsys, "listconns", "--json", "--states", spec, "--filter", flt)
+        assert code == 0, err
+        return sorted(json.loads(ln)["cid"] for ln in out.splitlines())
+
+    for alias, target in ALIASES.items():
+        spelled = target if isinstance(target, str) else ",".join(target)
+        assert cids(alias) == cids(spelled), alias
+    assert len(cids("big")) == 3 and len(cids("listening")) == 1
+
+
+def test_recordread_masked_values_are_null_not_zero(capsys, tcp_pair, tmp_path):
+    import csv
+    import io
+
+    lst, cli_sock, _ = tcp_pair
+    cid = cid_of(cli_sock.getsockname()[1], lst.getsockname()[1])
+    path = tmp_path / "rec"
+    code, text, _ = run(capsys, "recordwrite", str(cid), str(path))
+    assert code == 0
+    # sock_diag has no SampleRTT: the record masks it, and the text shows '-'
+    assert "\nSampleRTT:  -\n" in text and re.search(r"\nSegsOut:  \d+\n", text)
+    code, out, _ = run(capsys, "recordread", str(path), "--json")
+    rec = json.loads(out)
+    assert rec["SampleRTT"] is None and isinstance(rec["SegsOut"], int)
+    code, out, _ = run(capsys, "recordread", str(path), "--csv")
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert row["SampleRTT"] == "" and row["SegsOut"] != ""

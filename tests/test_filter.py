@@ -2,7 +2,9 @@
 
 The central check: for a filter, the cookies the kernel returns from a dump carrying the
 compiled bytecode equal the cookies to_python() selects from an unfiltered dump of the same
-sockets (restricted to this module's own loopback sockets, identified by SO_COOKIE).
+sockets, and the cookies mask() (the vectorised evaluator that filters where the kernel
+cannot: estats, replays, destroy notifications) selects from those rows as an identity
+array (restricted to this module's own loopback sockets, identified by SO_COOKIE).
 """
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from web10g import filter as F
+from web10g import mib
 from web10g._netlink import NetlinkSocket
 from web10g.filter import (
     FilterError,
@@ -63,6 +67,22 @@ class Flows:
     def python(self, spec: object) -> set[int]:
         pred = to_python(spec)
         return {c for c, r in self.rows.items() if pred(*r)}
+
+    def numpy(self, spec: object) -> set[int]:
+        table = identity_rows(list(self.rows.values()))
+        keep = F.mask(spec, table)
+        assert keep.dtype == np.bool_ and keep.shape == (len(table),)
+        return {c for c, k in zip(self.rows, keep.tolist()) if k}
+
+
+def identity_rows(rows: list[Row]) -> np.ndarray:
+    """The rows as the identity columns every backend's array carries (mask()'s input)."""
+    out = np.zeros(len(rows), dtype=mib.dtype([], identity=True))
+    for i, (fam, la, lp, ra, rp) in enumerate(rows):
+        out[i]["family"], out[i]["local_port"], out[i]["rem_port"] = fam, lp, rp
+        out[i]["local_addr"] = np.frombuffer(la, np.uint8)
+        out[i]["rem_addr"] = np.frombuffer(ra, np.uint8)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +182,7 @@ def test_kernel_matches_python_on_hand_written_filters(flows: Flows) -> None:
     for spec in hand_written(flows):
         got, want = flows.kernel(spec), flows.python(spec)
         assert got == want, spec
+        assert flows.numpy(spec) == want, spec
         nonempty += 0 < len(want) < len(flows.rows)
     assert nonempty >= 18  # the filters really discriminate between the test sockets
 
@@ -171,17 +192,19 @@ def test_ipv4_conditions_match_ipv4_mapped_sockets(flows: Flows) -> None:
     assert fam == socket.AF_INET6 and ra == bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 2])
     for spec in ("dst 127.0.0.2", "dst 127.0.0.0/8", "src 0.0.0.0/0", "dst ::ffff:127.0.0.2"):
         assert flows.mapped in flows.kernel(spec) and flows.mapped in flows.python(spec)
+        assert flows.mapped in flows.numpy(spec)
     v4 = {c for c, r in flows.rows.items() if r[0] == socket.AF_INET}
     # An IPv6 condition never matches an AF_INET socket; an IPv4 one never a native v6 one.
     assert flows.kernel("src ::/0").isdisjoint(v4)
-    assert flows.kernel("src 0.0.0.0/0") == v4 | {flows.mapped}
+    assert flows.kernel("src 0.0.0.0/0") == v4 | {flows.mapped} == flows.numpy("src 0.0.0.0/0")
+    assert flows.numpy("src ::/0").isdisjoint(v4)
 
 
 def test_large_program_is_accepted(flows: Flows) -> None:
     many = [p for p in range(1, 4000) if p not in flows.ports] + [flows.ports[0]]
     expr = F.Or(tuple(sport(p) for p in many))
     assert 40000 < len(compile(expr)) < F.MAX_BYTECODE
-    assert flows.kernel(expr) == flows.python(expr) != set()
+    assert flows.kernel(expr) == flows.python(expr) == flows.numpy(expr) != set()
     text = " or ".join(f"sport = :{p}" for p in many)  # a long chain: no deep recursion
     assert compile(text) == compile(expr) and to_python(text)(2, bytes(16), 1, bytes(16), 0)
     with pytest.raises(FilterError, match="too large"):
@@ -213,7 +236,9 @@ def exprs(ports: list[int]) -> st.SearchStrategy[F.Expr]:
 @given(data=st.data())
 def test_kernel_matches_python_generated(flows: Flows, data: st.DataObject) -> None:
     expr = data.draw(exprs(flows.ports))
-    assert flows.kernel(expr) == flows.python(expr)  # also: the kernel accepted it
+    kernel = flows.kernel(expr)                      # also: the kernel accepted it
+    assert kernel == flows.python(expr)
+    assert kernel == flows.numpy(expr)               # the client-side evaluator agrees too
     assert parse(repr(expr)) == expr
 
 
@@ -273,7 +298,9 @@ rows = st.tuples(
 @settings(max_examples=300, deadline=None)
 @given(expr=exprs([0, 22, 80, 1024, 65535]), row=rows)
 def test_bytecode_model_matches_python(expr: F.Expr, row: Row) -> None:
-    assert kernel_model(compile(expr), row) == to_python(expr)(*row)
+    want = kernel_model(compile(expr), row)
+    assert want == to_python(expr)(*row)
+    assert F.mask(expr, identity_rows([row])).tolist() == [want]
 
 
 # ------------------------------------------------------------ parsing

@@ -354,3 +354,66 @@ def test_missing_capability_names_the_namespace(ns):
 
 def test_missing_capability_is_the_errors_class():
     assert issubclass(errors.MissingCapability, PermissionError)
+
+
+# --- the command line (--netns) -----------------------------------------------------------
+
+def cli_as_nobody(*argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("WEB10G_ESTATS_PEER", None)
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-m", "web10g", *argv], capture_output=True,
+                          text=True, env=env, cwd="/", timeout=60)
+
+
+@needs_root
+def test_cli_netns_takes_a_pid_as_well_as_a_name_or_path(ns, capsys):
+    import json
+
+    from web10g.cli import main
+
+    child = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", CHILD],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port, _ = map(int, child.stdout.readline().split())
+        for spec in (str(child.pid), ns, f"/run/netns/{ns}", f"/proc/{child.pid}/ns/net"):
+            code = main(["listconns", "--netns", spec, "--states", "all", "--json"])
+            out, err = capsys.readouterr()
+            assert code == 0, err
+            rows = [json.loads(line) for line in out.splitlines()]
+            # the child's listener and its connection's two ends, nothing else
+            assert sorted(r["local_port"] for r in rows if r["rem_port"] == 0) == [port], spec
+            assert len(rows) == 3, spec
+    finally:
+        child.stdin.close()
+        child.wait(10)
+
+
+def test_cli_netns_number_is_a_pid_unless_a_namespace_has_that_name(tmp_path, monkeypatch):
+    from web10g.cli._common import netns_arg
+
+    assert netns_arg(str(os.getpid())) == os.getpid()
+    assert netns_arg("blue") == "blue" and netns_arg("/run/netns/7") == "/run/netns/7"
+    (tmp_path / "4242").touch()
+    monkeypatch.setattr(netns, "RUN_DIRS", (str(tmp_path),))
+    assert netns_arg("4242") == "4242"          # 'ip netns add 4242' made a name
+    assert netns_arg("4243") == 4243
+
+
+@needs_root
+def test_cli_netns_not_permitted_says_permission_denied(ns):
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to run as another user")
+    mine = os.getpid()          # a root process: nobody may not ptrace it
+    for spec in (f"/proc/{mine}/ns/net", str(mine)):
+        res = cli_as_nobody("listconns", "--netns", spec)
+        assert res.returncode == 1
+        assert "permission denied" in res.stderr.lower(), res.stderr
+        assert "does not exist" not in res.stderr and "no network namespace" not in res.stderr
+        assert "CAP_SYS_PTRACE" in res.stderr and "Traceback" not in res.stderr
+    res = cli_as_nobody("listconns", "--netns", ns)     # exists, but setns is refused
+    assert res.returncode == 1
+    assert "permission denied" in res.stderr.lower() and "CAP_SYS_ADMIN" in res.stderr
+    assert repr(ns) in res.stderr
+    res = cli_as_nobody("listconns", "--netns", f"w10g-none-{secrets.token_hex(4)}")
+    assert res.returncode == 1 and "no network namespace named" in res.stderr

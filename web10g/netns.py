@@ -46,6 +46,8 @@ RUN_DIRS: tuple[str, ...] = ("/run/netns", "/var/run/netns")
 
 _PTRACE_HINT = ("a process's namespace files need ptrace access to it: the same user, or root "
                 "(CAP_SYS_PTRACE) in a user namespace that owns the process")
+_SEARCH_HINT = ("a directory on the way may not be searched by this user: run as root (or "
+                "with CAP_DAC_READ_SEARCH), or make the file reachable")
 _HOW_TO = "list named namespaces with 'ip netns list', create one with 'ip netns add NAME'"
 
 
@@ -67,12 +69,36 @@ def _describe(netns: NetnsSpec, path: str) -> str:
     return f"network namespace {given!r} ({path})"
 
 
+def _hint_for(path: str) -> str:
+    """What reading ``path`` takes: ptrace access for /proc/PID/..., else directory access."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] == "proc" and (parts[2].isdigit()
+                                                   or parts[2] in ("self", "thread-self")):
+        return _PTRACE_HINT
+    return _SEARCH_HINT
+
+
+def _exists(netns: NetnsSpec, path: str) -> bool:
+    """Whether the namespace file is there; one that is there but may not be looked at
+    raises PermissionError ("permission denied", naming what it takes), not "missing"."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except PermissionError as e:
+        raise PermissionError(
+            e.errno, f"permission denied: cannot look at {_describe(netns, path)}; "
+            f"{_hint_for(path)}") from None
+    return True
+
+
 def resolve(netns: NetnsSpec) -> str | None:
     """Return the namespace file for ``netns``, or None for the current namespace.
 
     Raises ``FileNotFoundError`` for a name or path that does not exist (the message says
-    how to list and create namespaces), ``ProcessLookupError`` for a pid with no process,
-    ``TypeError``/``ValueError`` for arguments that cannot name a namespace.
+    how to list and create namespaces), ``PermissionError`` for one this process may not
+    look at (the message says what it takes), ``ProcessLookupError`` for a pid with no
+    process, ``TypeError``/``ValueError`` for arguments that cannot name a namespace.
     """
     if netns is None:
         return None
@@ -89,7 +115,7 @@ def resolve(netns: NetnsSpec) -> str | None:
                          "namespace")
     if "/" in given:
         path = os.path.abspath(given)
-        if not os.path.exists(path):
+        if not _exists(netns, path):
             raise FileNotFoundError(
                 errno.ENOENT, f"network namespace file {given!r} does not exist; {_HOW_TO}, "
                 "or give /proc/PID/ns/net of a process inside it")
@@ -98,7 +124,7 @@ def resolve(netns: NetnsSpec) -> str | None:
         raise ValueError(f"{given!r} is not a namespace name")
     for d in RUN_DIRS:
         path = os.path.join(d, given)
-        if os.path.exists(path):
+        if _exists(netns, path):
             return path
     hint = ""
     if given.isdigit():
@@ -134,7 +160,7 @@ def _open(netns: NetnsSpec, path: str) -> int:
         # /proc/PID/ns/* needs ptrace-read access to the process.
         raise PermissionError(
             e.errno,
-            f"cannot open {_describe(netns, path)}: {e.strerror}; {_PTRACE_HINT}",
+            f"permission denied: cannot open {_describe(netns, path)}; {_hint_for(path)}",
         ) from None
 
 
@@ -149,8 +175,9 @@ def _setns(fd: int, what: str) -> None:
         setns(fd, CLONE_NEWNET_FLAG)
     except errors.MissingCapability as e:
         raise errors.MissingCapability(
-            e.errno, f"cannot enter {what}: setns needs CAP_SYS_ADMIN; run as root "
-            "(or grant CAP_SYS_ADMIN)") from e
+            e.errno, f"permission denied: cannot enter {what}: entering another network "
+            "namespace (setns) needs CAP_SYS_ADMIN; run as root (or grant CAP_SYS_ADMIN)"
+        ) from e
     except OSError as e:
         if e.errno == errno.EINVAL:
             # Not an nsfs file of type net: a regular file, another namespace type, or a
@@ -236,7 +263,7 @@ def inode(netns: NetnsSpec = None) -> int:
     except PermissionError as e:
         raise PermissionError(
             e.errno,
-            f"cannot read {_describe(netns, path)}: {e.strerror}; {_PTRACE_HINT}",
+            f"permission denied: cannot read {_describe(netns, path)}; {_hint_for(path)}",
         ) from None
 
 

@@ -155,11 +155,11 @@ def plot_data(source: Any, *, vars: str | Sequence[str] = DEFAULT_VARS,
     else:
         raw = _arrays(source)
         for i in range(1, len(raw)):
-            # read_all returns views of one reused buffer: keeping those without a copy
-            # makes every "snapshot" the latest one, and a plot of nothing but zeros
+            # reads into one reused out= buffer are views of it: keeping those without a
+            # copy makes every "snapshot" the latest one, and a plot of nothing but zeros
             if np.may_share_memory(raw[i - 1], raw[i]):
-                raise ValueError(f"snapshots {i - 1} and {i} are the same memory: read_all "
-                                 "reuses its buffer, so keep rows.copy() of each sample")
+                raise ValueError(f"snapshots {i - 1} and {i} are the same memory (read_all "
+                                 "with one out= buffer): keep web10g.rows.copy() of each")
         if len(raw) >= 2:
             have = set(raw[0].dtype.names or ())
             need = set(_columns_for(names, have).values()) | {m for m in _MOVED if m in have}

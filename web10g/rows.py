@@ -32,10 +32,11 @@ METADATA_KEY = "web10g.presence"
 
 # -- TCP states ------------------------------------------------------------------------
 # Kernel TCP states (the idiag_states bit numbers) by the names people use for them,
-# ss's spellings included ("listening", "syn-recv", "fin-wait-1", ...): names are
+# ss's and netstat's spellings included ("listening", "syn-recv", "SYN_RCVD"): names are
 # compared lower-case with '-', '_' and spaces removed.
 KERNEL_STATES = {
-    "established": 1, "synsent": 2, "synrecv": 3, "synreceived": 3, "finwait1": 4,
+    "established": 1, "synsent": 2, "synrecv": 3, "synreceived": 3, "synrcvd": 3,
+    "finwait1": 4,
     "finwait2": 5, "timewait": 6, "close": 7, "closed": 7, "closewait": 8, "lastack": 9,
     "listen": 10, "listening": 10, "closing": 11, "newsynrecv": 12, "boundinactive": 13,
 }

@@ -7,6 +7,7 @@ runs, so ``web10g --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from web10g import __version__
@@ -26,6 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("web10g.cli.convert", "a recording as CSV or Parquet"),
     "plot": ("web10g.cli.plot", "a recording's busiest flows over time, as a PNG"),
     "top": ("web10g.cli.top", "a live view of the flows, busiest first"),
+    "serve": ("web10g.cli.serve", "a collector service: Parquet dataset, Prometheus, recording"),
+    "ebpf": ("web10g.cli.ebpf", "load, unload or show the ebpf backend's instruments (root)"),
 }
 
 
@@ -43,13 +46,33 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def stdout_gone() -> None:
+    """The reader of stdout went away (``| head``): send the rest, and the final flush at
+    exit, to /dev/null, so that no BrokenPipeError is printed."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _say(text: str) -> None:
+    """Print to stdout; a reader that went away is not an error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_gone()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(_usage())
+        _say(_usage())
         return 0 if args else 1
     if args[0] in ("-V", "--version"):
-        print(f"web10g {__version__}")
+        _say(f"web10g {__version__}")
         return 0
     name = args[0]
     if name not in SUBCOMMANDS:

@@ -6,26 +6,67 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import re
 import signal
 import sys
+import textwrap
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import numpy as np
 
 from web10g import errors, mib
+from web10g.cli import stdout_gone
 
 # The Web10G table headings of the classic tools, by registry table.
 TABLE_HEADINGS = dict(zip(mib.TABLES, ("Perf", "Path", "Stack", "App", "Tune", "Extras")))
 
 
+class ParagraphHelpFormatter(argparse.HelpFormatter):
+    """Descriptions and epilogs keep their paragraphs (blank-line separated), each one
+    wrapped to the terminal's width."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            textwrap.fill(" ".join(par.split()), width, initial_indent=indent,
+                          subsequent_indent=indent, break_on_hyphens=False,
+                          break_long_words=False)
+            for par in text.split("\n\n") if par.strip())
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the classic tools' convention: bad usage exits 1, not 2."""
+    """argparse with the classic tools' convention: bad usage exits 1, not 2.
+
+    Descriptions and epilogs keep their paragraphs, reST inline literals (````x````)
+    print as plain text, and ``--help | head`` ends quietly.
+    """
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", ParagraphHelpFormatter)
+        for key in ("description", "epilog"):
+            if kw.get(key):
+                kw[key] = plain_text(kw[key])
+        super().__init__(*args, **kw)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(1, f"{self.prog}: error: {message}\n")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        try:
+            super()._print_message(message, file)
+            if file is None or file is sys.stdout:
+                sys.stdout.flush()
+        except BrokenPipeError:
+            stdout_gone()
+
+
+def plain_text(text: str) -> str:
+    """Help text without reST inline markup: ````web10g top````: -> web10g top:."""
+    return re.sub(r"``(.+?)``", r"\1", text)
 
 
 ToolError = errors.ToolError     # a failure a tool reports as ``prog: message``, status 1
@@ -33,8 +74,23 @@ ToolError = errors.ToolError     # a failure a tool reports as ``prog: message``
 
 def fail(prog: str, message: object, code: int = 1) -> int:
     """Print ``prog: message`` on stderr and return the exit code to use."""
-    print(f"{prog}: {message}", file=sys.stderr)
+    print(f"{prog}: {error_text(message)}", file=sys.stderr)
     return code
+
+
+def error_text(exc: object) -> str:
+    """An exception as one line: OSErrors without the ``[Errno N]`` prefix."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = str(exc.strerror)
+        if exc.filename is not None:
+            return f"{os.fsdecode(exc.filename)}: {text}"
+        return text
+    return str(exc)
+
+
+def note(prog: str, message: object) -> None:
+    """A remark that is not an error: ``prog: note: message`` on stderr."""
+    print(f"{prog}: note: {message}", file=sys.stderr)
 
 
 def print_json(obj: Any) -> None:
@@ -43,23 +99,33 @@ def print_json(obj: Any) -> None:
 
 
 def run_tool(prog: str, body: Any) -> int:
-    """Run a tool's body, turning the errors users can cause into one clear line."""
-    try:
-        return int(body() or 0)
-    except KeyboardInterrupt:
-        return 130
-    except EOFError:
-        return 0            # a replay ran out of samples: done
-    except BrokenPipeError:
-        # the reader (head, less) went away: not an error of ours
+    """Run a tool's body, turning the errors users can cause into one clear line.
+
+    Warnings the package issues while the body runs are printed as ``prog: note: ...``
+    (no source line); the output is flushed here, so a reader that went away
+    (``| head``) ends the tool quietly with status 0.
+    """
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+             line: Any = None) -> None:
+        note(prog, message)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
         try:
-            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - silence the final flush
-        except OSError:
-            pass
-        return 0
-    except (ToolError, errors.Web10GError, mib.UnknownVariable, ValueError, OSError,
-            LookupError) as exc:
-        return fail(prog, exc)
+            code = int(body() or 0)
+            sys.stdout.flush()
+            return code
+        except KeyboardInterrupt:
+            return 130
+        except EOFError:
+            return 0            # a replay ran out of samples: done
+        except BrokenPipeError:
+            # the reader (head, less) went away: not an error of ours
+            stdout_gone()
+            return 0
+        except (ToolError, errors.Web10GError, mib.UnknownVariable, ValueError, OSError,
+                LookupError) as exc:
+            return fail(prog, exc)
 
 
 # -- common arguments --------------------------------------------------------------------
@@ -69,7 +135,9 @@ def add_backend(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="kernel interface (auto: estats when the Web10G module is loaded)")
-    p.add_argument("--netns", help="network namespace (sock_diag): a name, path or pid")
+    p.add_argument("--netns", type=netns_arg,
+                   help="network namespace (sock_diag): a name (ip netns), a path, or a "
+                        "pid (a number: a pid, unless an 'ip netns' namespace has that name)")
     p.add_argument("--replay", metavar="FILE",
                    help="read from a recording (web10g logger --record) instead of a kernel")
 
@@ -99,7 +167,28 @@ def add_filter(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", metavar="EXPR",
                    help="ss-style filter, e.g. 'dport = :5201 or sport = :22'")
     p.add_argument("--states", metavar="STATES",
-                   help="comma-separated TCP states (default: open connections)")
+                   help="comma-separated TCP states or groups, as ss names them: "
+                        "established, syn-sent, syn-recv, fin-wait-1, fin-wait-2, "
+                        "time-wait, closed, close-wait, last-ack, listening, closing; "
+                        "all, connected, synchronized, bucket, big "
+                        "(default: open connections, as a Web10G kernel lists them)")
+
+
+def netns_arg(text: str) -> str | int:
+    """--netns: a number is a process id (unless 'ip netns' has a namespace of that name);
+    anything else a name or path, as web10g.netns.resolve() takes them."""
+    if text.isascii() and text.isdigit():
+        from web10g import netns
+
+        if not any(os.path.lexists(os.path.join(d, text)) for d in netns.RUN_DIRS):
+            return int(text)
+    return text
+
+
+def states_arg(text: str) -> list[object]:
+    """--states: comma-separated state names and groups, ss's and netstat's spellings
+    included ("listening", "big", "SYN_RCVD"; web10g.rows.parse_states knows them)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def open_agent(args: argparse.Namespace) -> Any:
@@ -176,13 +265,81 @@ def classic_names(agent: Any, rows: np.ndarray) -> list[mib.Variable]:
     return [v for v in agent.variables() if not v.is_stock and v.name in cols]
 
 
+def shown_variables(agent: Any, rows: np.ndarray) -> list[mib.Variable]:
+    """The variables among ``rows``' columns as the tools print them: the Web10G ones in
+    table order, then the stock (non-Web10G) extras."""
+    cols = set(rows.dtype.names or ())
+    stock = [v for v in agent.variables() if v.is_stock and v.name in cols]
+    return classic_names(agent, rows) + stock
+
+
+class Reported:
+    """Which values the kernel actually reported (``agent.available``), so that the tools
+    print null / an empty field instead of a 0 nobody measured.
+
+    Whether a record carries a variable depends only on the parts of the record the
+    kernel sent (the ``present`` bits, and tcp_info's length on sock_diag), so the
+    answer is worked out once per distinct such metadata and reused for every row and
+    sample that has it. Columns that are not variables (identity, time) always count as
+    reported.
+    """
+
+    _KEYS = ("present", "tcp_info_len")
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self._variables = {v.name for v in agent.variables()}
+        self._cache: dict[tuple[Any, ...], np.ndarray] = {}
+
+    def missing(self, rows: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """name -> per-row bool array, True where ``name`` was not reported; only the
+        names with at least one such row are in the result."""
+        rows = np.asarray(rows).reshape(-1)
+        cols = [n for n in (names or rows.dtype.names or ()) if n in self._variables]
+        if not cols or not len(rows):
+            return {}
+        keys = [k for k in self._KEYS if k in (rows.dtype.names or ())]
+        if not keys:
+            out = {}
+            for n in cols:
+                ok = np.asarray(self.agent.available(rows, n), bool)
+                if not ok.all():
+                    out[n] = ~ok
+            return out
+        key = np.zeros(len(rows), np.uint64)
+        for k in keys:
+            key = (key << np.uint64(16)) | rows[k].astype(np.uint64)
+        if (key == key[0]).all():           # the usual case: one kind of record
+            uniq, first, inverse = key[:1], np.zeros(1, np.intp), np.zeros(len(key), np.intp)
+        else:
+            uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        table = np.empty((len(uniq), len(cols)), bool)
+        which = tuple(cols)
+        for i, (u, at) in enumerate(zip(uniq.tolist(), first.tolist())):
+            ck = (which, u)
+            got = self._cache.get(ck)
+            if got is None:
+                one = rows[at:at + 1]
+                got = np.array([bool(self.agent.available(one, n)[0]) for n in cols])
+                if len(self._cache) > 256:
+                    self._cache.clear()
+                self._cache[ck] = got
+            table[i] = got
+        inverse = inverse.reshape(-1)
+        return {n: ~table[inverse, j] for j, n in enumerate(cols) if not table[:, j].all()}
+
+    def missing_in(self, row: np.void | np.ndarray, names: list[str] | None = None) -> set[str]:
+        """The names one row lacks."""
+        return set(self.missing(np.asarray(row).reshape(1), names))
+
+
 def ticks(interval: float, count: int | None, agent: Any = None) -> Iterator[int]:
     """Sample numbers at a fixed rate without drift: deadlines on the monotonic clock.
 
     A late sample does not shift the ones after it; deadlines missed entirely are
     skipped rather than bunched up. ``count`` counts samples taken, not deadlines.
     """
-    if getattr(agent, "replay", False):
+    if agent is not None and not agent.capabilities.live:
         interval = 0.0      # a recording is replayed as fast as it can be read
     taken = 0
     slot = 0
@@ -219,14 +376,18 @@ def value_text(v: Any) -> str:
     return str(int(v))
 
 
-def row_dict(row: np.void, names: list[str] | None = None) -> dict[str, Any]:
-    """One row as JSON-ready values (addresses as text)."""
+def row_dict(row: np.void, names: list[str] | None = None,
+             missing: Any = ()) -> dict[str, Any]:
+    """One row as JSON-ready values (addresses as text; None for the names in
+    ``missing``: values the kernel did not report)."""
     from web10g._netlink import format_addresses
 
     out: dict[str, Any] = {}
     for name in names or row.dtype.names:
         v = row[name]
-        if name in ("local_addr", "rem_addr"):
+        if name in missing:
+            out[name] = None
+        elif name in ("local_addr", "rem_addr"):
             out[name] = str(format_addresses(v.reshape(1, 16), [row["family"]])[0])
         elif isinstance(v, (bytes, np.bytes_)):
             out[name] = v.decode("ascii", "replace")
@@ -237,10 +398,38 @@ def row_dict(row: np.void, names: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
-def write_csv(rows: np.ndarray, names: list[str], header: bool) -> None:
+def write_csv(rows: np.ndarray, names: list[str], header: bool,
+              missing: dict[str, np.ndarray] | None = None) -> None:
+    """Rows as CSV; an empty field where ``missing[name][i]`` (not reported)."""
     w = csv.writer(sys.stdout, lineterminator="\n")
     if header:
         w.writerow(names)
-    for r in rows:
-        d = row_dict(r, names)
-        w.writerow([d[n] for n in names])
+    for i, r in enumerate(rows):
+        gone = {n for n, m in (missing or {}).items() if m[i]}
+        d = row_dict(r, names, gone)
+        w.writerow(["" if d[n] is None else d[n] for n in names])
+
+
+# The --csv layout of every tool that prints samples (logger, readvars, watchvars,
+# deltavars): plain column names, one header line, time as seconds.microseconds.
+CSV_FIXED = ("time", "cid", "local_addr", "local_port", "rem_addr", "rem_port")
+
+
+def time_text(timestamp_ns: int) -> str:
+    sec, usec = sec_usec(int(timestamp_ns))
+    return f"{sec}.{usec:06d}"
+
+
+def sample_csv(row: np.void, variables: list[mib.Variable], header: bool,
+               values: dict[str, Any] | None = None, missing: Any = ()) -> None:
+    """One connection's sample in the --csv layout (CSV_FIXED, then the variables); an
+    empty field for a value the kernel did not report."""
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    if header:
+        w.writerow(list(CSV_FIXED) + [v.name for v in variables])
+    d = row_dict(row, ["cid", "local_addr", "local_port", "rem_addr", "rem_port"])
+    w.writerow([time_text(row["timestamp"]), d["cid"], d["local_addr"], d["local_port"],
+                d["rem_addr"], d["rem_port"]]
+               + ["" if v.name in missing else value_text(
+                   values[v.name] if values is not None else row[v.name])
+                  for v in variables])

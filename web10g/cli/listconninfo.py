@@ -1,6 +1,7 @@
 """``web10g listconninfo``: connections with their owner's uid, pid and command."""
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -22,8 +23,51 @@ def owners(agent, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return uid, pids, names
 
 
+# What reading another user's /proc/PID/fd takes (procfs.socket_owners): listing the
+# directory (mode 0500, owner's) needs CAP_DAC_READ_SEARCH (or CAP_DAC_OVERRIDE), reading
+# its links ptrace access, i.e. CAP_SYS_PTRACE.
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE = 1, 2, 19
+HIDDEN_OWNERS = ("owners (PID, command) of other users' connections are hidden: reading "
+                 "another user's /proc/PID/fd needs root, or both CAP_SYS_PTRACE and "
+                 "CAP_DAC_READ_SEARCH")
+
+
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1 if os.geteuid() == 0 else 0
+
+
+def owners_hidden(uid: np.ndarray, pid: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether some owners were left blank because this process may not look at other
+    users' processes (not: because no process holds the socket)."""
+    caps = _effective_caps()
+    can_list = caps >> CAP_DAC_READ_SEARCH & 1 or caps >> CAP_DAC_OVERRIDE & 1
+    if caps >> CAP_SYS_PTRACE & 1 and can_list:
+        return False
+    # minisockets (SYN-RECV 3, TIME-WAIT 6) have no owning process for anyone
+    held = (rows["state"] != 3) & (rows["state"] != 6)
+    theirs = (uid >= 0) & (uid != os.geteuid()) & held
+    return bool(np.any(theirs & (pid < 0)))
+
+
+DESCRIPTION = """\
+List the connections with their owner: user id, and the process (PID and command name)
+holding the socket, found through /proc. Owners of other users' connections can only
+be found by root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH; otherwise their PID
+and command are blank (a note on stderr says so). Sockets no process holds (TIME-WAIT,
+orphans) have none."""
+
+EPILOG = "classic: web10g-listconninfo"
+
+
 def main(argv=None, prog="web10g-listconninfo") -> int:
-    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = c.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     c.add_backend(p)
     c.add_filter(p)
     c.add_output(p)
@@ -35,6 +79,8 @@ def main(argv=None, prog="web10g-listconninfo") -> int:
         with c.open_agent(args) as agent:
             rows = connections(agent, args)
             uid, pid, cmd = owners(agent, rows)
+        if owners_hidden(uid, pid, rows):
+            c.note(prog, HIDDEN_OWNERS)
         if args.json or args.csv:
             recs = []
             for i, r in enumerate(rows):

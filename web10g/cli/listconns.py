@@ -13,7 +13,7 @@ HEADER = ("CID      LocalAddr            LocalPort RemAddr              RemPort 
 
 def default_states(agent, args):
     if args.states:
-        return [s.strip() for s in args.states.split(",")]
+        return c.states_arg(args.states)
     return None         # the package's one rule: open connections
 
 
@@ -22,8 +22,16 @@ def connections(agent, args) -> np.ndarray:
     return rows[np.argsort(rows["cid"], kind="stable")]
 
 
+DESCRIPTION = """\
+List the connections, one line per connection in CID order: CID, local address and
+port, remote address and port. By default the open connections (as a Web10G kernel
+lists them: no listeners, no TIME-WAIT); --states and --filter choose others."""
+
+EPILOG = "classic: web10g-listconns"
+
+
 def main(argv=None, prog="web10g-listconns") -> int:
-    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = c.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     c.add_backend(p)
     c.add_filter(p)
     c.add_output(p)

@@ -9,11 +9,18 @@ import sys
 
 from web10g.cli import _common as c
 
+DESCRIPTION = """\
+Plot a recording's busiest flows over time as a PNG: one subplot per quantity
+(throughput, cwnd, RTT, retransmits by default), one line per flow. Needs matplotlib:
+pip install 'web10g[plot]'."""
+
+EPILOG = "classic: none (web10g only)"
+
 
 def main(argv: list[str] | None = None, prog: str = "web10g-plot") -> int:
     from web10g.plot import DEFAULT_VARS, QUANTITIES
 
-    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = c.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("recording", metavar="RECORDING",
                    help="a recording (web10g logger --record FILE)")
     p.add_argument("-o", "--output", metavar="OUT.png", required=True,

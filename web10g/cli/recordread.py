@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from web10g.cli import _common as c
 from web10g.cli.recordwrite import DEFAULT_FILE
 
+DESCRIPTION = """\
+Print the samples of a libestats record file (default ./test-record), written by the
+classic C tools or by web10g recordwrite: the first one, or every one with --all. The
+file's checksum is verified first; a damaged or unfinished file is reported with the
+offset of the damage, and --salvage prints the records before it. Masked variables
+print as '-' (null in --json, empty in --csv)."""
+
+EPILOG = "classic: web10g-record_read   (reads ./test-record)"
+
 
 def main(argv=None, prog="web10g-recordread") -> int:
-    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = c.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("file", metavar="FILE", nargs="?", default=DEFAULT_FILE)
     p.add_argument("--layout", choices=("head", "middle", "old"),
                    help="the writer's variable layout when the file does not say (default head)")
@@ -41,11 +52,19 @@ def main(argv=None, prog="web10g-recordread") -> int:
             masked = None
         if not args.all:
             rows = rows[:1]
+        # masked slots (variables the writer did not get) are null / empty, not 0
+        lost: dict[str, np.ndarray] = {}
+        if masked is not None:
+            cols = set(rows.dtype.names or ())
+            for j, v in enumerate(layout.variables()):
+                if v.name in cols and masked[:len(rows), j].any():
+                    lost[v.name] = masked[:len(rows), j]
         if args.json:
-            for r in rows:
-                print(c.json.dumps(c.row_dict(r)))
+            for i, r in enumerate(rows):
+                gone = {n for n, m in lost.items() if m[i]}
+                print(c.json.dumps(c.row_dict(r, missing=gone)))
         elif args.csv:
-            c.write_csv(rows, list(rows.dtype.names or ()), header=True)
+            c.write_csv(rows, list(rows.dtype.names or ()), header=True, missing=lost)
         else:
             sys.stdout.write("\n".join(format_record(r, layout,
                                                      None if masked is None else masked[i])

@@ -17,8 +17,17 @@ from web10g.cli import _common as c
 DEFAULT_FILE = "./test-record"
 
 
+DESCRIPTION = """\
+Read every variable of one connection once, print the sample, and write it as a
+libestats record file (default ./test-record) that the classic C tools can read. The
+file's header extension carries web10g's self-description (layout, address type, CID),
+which the C reader ignores; --no-metadata leaves it out."""
+
+EPILOG = "classic: web10g-record_write CID   (writes ./test-record)"
+
+
 def main(argv=None, prog="web10g-recordwrite") -> int:
-    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = c.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("cid", metavar="CID")
     p.add_argument("file", metavar="FILE", nargs="?", default=DEFAULT_FILE)
     p.add_argument("--no-metadata", action="store_true",

@@ -10,9 +10,17 @@ import sys
 
 from web10g.cli import _common as c
 
+DESCRIPTION = """\
+Write a tunable of one connection. On a Web10G kernel: LimCwnd and LimRwin. On a stock
+kernel: LimRwin (TCP_WINDOW_CLAMP), cc_algorithm, max_pacing_rate_bytes_per_s and
+notsent_lowat_bytes, set on the owner's socket through pidfd_getfd (which needs ptrace
+rights over the owning process)."""
+
+EPILOG = "classic: web10g-writevar CID VARNAME VALUE"
+
 
 def main(argv=None, prog="web10g-writevar") -> int:
-    p = c.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = c.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("cid", metavar="CID")
     p.add_argument("name", metavar="VARNAME", help="LimCwnd or LimRwin (Web10G); stock "
                    "kernels: LimRwin, cc_algorithm, max_pacing_rate_bytes_per_s, "
