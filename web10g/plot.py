@@ -103,9 +103,9 @@ def _is_path(source: Any) -> bool:
 
 
 def _read_recording(path: str | os.PathLike, names: Sequence[str]) -> list[np.ndarray]:
-    import web10g
+    from web10g.backends.replay import ReplayAgent
 
-    with web10g.open(replay=path) as agent:
+    with ReplayAgent(path) as agent:
         have = {v.name for v in agent.variables()}
         cols = set(_columns_for(names, have).values()) | {m for m in _MOVED if m in have}
         # only the columns drawn: a long recording of many flows stays small in memory

@@ -68,6 +68,8 @@ def parse_states(states: None | int | str | Iterable[str | int]) -> int:
     """
     if states is None:
         return STATE_GROUPS[DEFAULT_STATES]
+    if isinstance(states, bool):
+        raise TypeError("states: a name, names or a kernel bit mask, not a bool")
     if isinstance(states, (int, np.integer)) and not isinstance(states, bool):
         if not 0 < int(states) <= 0xFFFFFFFF:
             raise ValueError(f"states bit mask {states!r} is out of range")
@@ -75,7 +77,7 @@ def parse_states(states: None | int | str | Iterable[str | int]) -> int:
     if isinstance(states, str):
         items: list[Any] = [s for s in states.split(",") if s.strip()]
     else:
-        items = list(states)
+        items = list(states)  # type: ignore[arg-type]  # bools were refused above
     mask = 0
     for item in items:
         key = str(item).lower().replace("-", "").replace("_", "").replace(" ", "")

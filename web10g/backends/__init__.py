@@ -79,7 +79,7 @@ def open(backend: str = "auto", *, netns: Any = None, peer: int | None = None,  
 def _options(cls: type) -> tuple[str, ...]:
     import inspect
 
-    return tuple(inspect.signature(cls.__init__).parameters)
+    return tuple(inspect.signature(cls).parameters)
 
 
 def _peer_from_env() -> int | None:

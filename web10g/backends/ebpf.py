@@ -108,7 +108,7 @@ def _map_max_entries(fd: int) -> int:
 
 
 def _read_fd(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         b = os.read(fd, 1 << 16)
         if not b:

@@ -460,7 +460,7 @@ def _set_modes(pin_dir: str, gid: int | None) -> None:
 
 
 def _unload_locked(pin_dir: str) -> list[str]:
-    removed = []
+    removed: list[str] = []
     if not os.path.isdir(pin_dir):
         return removed
     for name in sorted(os.listdir(pin_dir)):

@@ -26,9 +26,9 @@ def _samples(path: str, vars_: list[str] | None):
     with open(path, "rb") as fh:
         magic = fh.read(8)
     if magic == b"W10GRAW1":
-        import web10g
+        from web10g.backends.replay import ReplayAgent
 
-        with web10g.open(replay=path) as agent:
+        with ReplayAgent(path) as agent:
             yield from agent.samples_iter(vars_)
         return
     from web10g.record import RecordReader

@@ -10,10 +10,15 @@ one line per event (``--log-format json`` for JSON lines).
 """
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from web10g.cli import _common as c
+
+if TYPE_CHECKING:
+    from web10g.collector.config import Config
 
 
 def _int_size(text: str) -> int:
@@ -78,7 +83,7 @@ def parser(prog: str) -> c.ArgumentParser:
     return p
 
 
-def config_from_args(args) -> object:
+def config_from_args(args: argparse.Namespace) -> Config:
     from web10g.collector import config as cfg
 
     file_values = cfg.from_toml(args.config) if args.config else {}

@@ -208,6 +208,7 @@ def to_table(rows: np.ndarray, final: np.ndarray | None, schema: Any,
         return np.ascontiguousarray(rows[name])
 
     presence = _rows.presence_of(rows)
+    present: np.ndarray | None
     if presence is not None and presence.stats_bits:
         present = get("present")
         reported = (present & presence.stats_bits) != 0
@@ -473,18 +474,20 @@ class DatasetWriter:
                 return None
             self._writer.close()
             self._writer = None
-            fd = os.open(self._tmp, os.O_RDONLY)
+            tmp, final = self._tmp, self._final_path
+            assert tmp is not None and final is not None    # set with the writer
+            fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(self._tmp, self._final_path)
-            _fsync_dir(os.path.dirname(self._final_path))
+            os.rename(tmp, final)
+            _fsync_dir(os.path.dirname(final))
         except BaseException:
             self._fail()
             raise
-        done = WrittenFile(self._final_path, self._rows_in_file,
-                           os.path.getsize(self._final_path), self._first_ns, self._last_ns)
+        done = WrittenFile(final, self._rows_in_file, os.path.getsize(final),
+                           self._first_ns, self._last_ns)
         self.rows_written += self._rows_in_file
         self.files.append(done)
         self._tmp = self._final_path = None

@@ -302,7 +302,7 @@ class Aggregator:
         if len(self.prev_cid):
             base[seen] = self.prev_val[pos_c[seen]]
         if self.limbo:                          # flows that skipped a sample
-            for i in np.flatnonzero(~seen):
+            for i in np.flatnonzero(~seen).tolist():
                 v = self.limbo.pop(int(scid[i]), None)
                 if v is not None:
                     base[i] = v[0]
@@ -445,7 +445,7 @@ class Aggregator:
         with self.lock:
             labels = [cv + list(g) for g in self.group_labels]
             for j, (metric, var, lead) in enumerate(self.counters):
-                f = CounterMetricFamily(metric, _help(metric, var, lead), labels=names)
+                f: Any = CounterMetricFamily(metric, _help(metric, var, lead), labels=names)
                 for g, lab in enumerate(labels):
                     f.add_metric(lab, float(self.totals[g, j]))
                 out.append(f)
@@ -475,8 +475,8 @@ class Aggregator:
                                        "sample interval, top-K flows", labels=tl)
                 fr = GaugeMetricFamily("web10g_top_flow_rtt_seconds",
                                        "Smoothed RTT, top-K flows", labels=tl)
-                for lab, acked, thr, rtt in self.top:
-                    lv = cv + [lab["cid"], lab["local"], lab["remote"]]
+                for top_lab, acked, thr, rtt in self.top:
+                    lv = cv + [top_lab["cid"], top_lab["local"], top_lab["remote"]]
                     fa.add_metric(lv, acked)
                     ft.add_metric(lv, thr)
                     fr.add_metric(lv, rtt)

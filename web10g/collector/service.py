@@ -106,7 +106,7 @@ class Collector:
                 metadata={"interval_s": c.interval, "filter": c.filter or "",
                           "states": c.states or "open"}))
         if c.prometheus:
-            names = list(dtype.names)
+            names = list(dtype.names or ())
             clone = agent.clone() if agent.capabilities.live else None
             p = PrometheusSink(clone, names, keys=list(c.prom_keys),
                                ipv4_prefix=c.ipv4_prefix, ipv6_prefix=c.ipv6_prefix,
@@ -252,7 +252,7 @@ class Collector:
         h = ["host"]
         hv = [self.host]
         st = self.sampler.stats if self.sampler is not None else None
-        out = []
+        out: list[Any] = []
 
         def counter(name: str, doc: str, value: float) -> None:
             f = CounterMetricFamily(name, doc, labels=h)
@@ -279,7 +279,7 @@ class Collector:
             gauge("web10g_collector_sample_duration_seconds",
                   "Median time of one kernel read (last 1000)", float(np.median(st.durations)))
         labels = h + ["sink"]
-        fams = {
+        fams: dict[str, Any] = {
             "dropped": CounterMetricFamily(
                 "web10g_collector_sink_dropped_samples",
                 "Samples a sink missed because it was behind (its queue was full)",
