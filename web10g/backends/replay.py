@@ -5,6 +5,10 @@ that backend's ``replay_decoder(header)`` decodes the kept kernel replies with t
 C code as a live read, so every variable, filter, tool, sampler and monitor works
 offline. The rows are those of the recording backend (same dtype, same ``present``
 meaning); ``agent.backend`` names it and ``agent.capabilities.live`` is False.
+
+A recording is untrusted input: whatever is wrong with the file (header, frames, the
+replies in them) raises :class:`~web10g.errors.RecordingError` naming the offset, and
+memory is bounded by one frame (see web10g.recording).
 """
 from __future__ import annotations
 
@@ -34,9 +38,18 @@ class ReplayAgent(BaseAgent):
         from web10g.backends import backend_class
         from web10g.recording import Recording
 
-        self.recording = Recording(path)
+        self.recording = Recording(path)           # the header is validated there
         cls = backend_class(self.recording.backend)
-        self._decoder = cls.replay_decoder(self.recording.header)  # type: ignore[attr-defined]
+        try:
+            self._decoder = cls.replay_decoder(  # type: ignore[attr-defined]
+                self.recording.header)
+        except errors.RecordingError:
+            raise
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            # validate_header should have caught it; a file's fault either way
+            raise errors.RecordingError(
+                f"the header's {self.recording.backend} decoder inputs are not usable "
+                f"({type(exc).__name__}: {exc})", 12) from None
         self.backend = self._decoder.backend
         #: the estats module layout the recording was made with (None for sock_diag)
         self.layout = getattr(self._decoder, "layout", None)
@@ -91,7 +104,14 @@ class ReplayAgent(BaseAgent):
         filtering = (filter is not None or states is not None or family is not None
                      or self._default_states)
         target = self._target(dtype, out, filtering, self._seen.get(dtype, 0))
-        arr, n = self._decoder.decode(frame, dtype, target)
+        try:
+            arr, n = self._decoder.decode(frame, dtype, target)
+        except errors.RecordingError:
+            raise
+        except errors.MalformedReply as exc:
+            # the recorded replies (or the header's decoder inputs) are damaged
+            raise errors.RecordingError(f"a recorded sample does not decode ({exc})",
+                                        self.recording.frame_offset) from None
         self._seen[dtype] = n
         keep = _rows.select(arr[:n], filter, states, family,
                             default_states=self._default_states)
