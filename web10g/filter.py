@@ -37,6 +37,11 @@ _JMP, _S_GE, _S_LE, _D_GE, _D_LE, _S_COND, _D_COND, _S_EQ, _D_EQ = 1, 2, 3, 4, 5
 # The attribute is {u16 nla_len, u16 type} + program and `no` is a u16 that may reach
 # len + 4, so the program must stay below 65535 - 4 bytes.
 MAX_BYTECODE = 65535 - 4 - 1
+# Nesting limit: levels of '(' and 'not' in text, and the depth of an expression tree
+# however it was built. The parser, compile(), to_python() and mask() recurse once or a
+# few times per level, so this keeps them far below Python's recursion limit (1000); a
+# deeper filter is a FilterError, never a RecursionError. ss itself nests far less.
+MAX_DEPTH = 100
 _V4MAPPED = b"\0" * 10 + b"\xff\xff"
 
 Pred = Callable[[int, bytes, int, bytes, int], bool]  # (family, laddr16, lport, raddr16, rport)
@@ -77,19 +82,49 @@ class Host(Expr):
     port: int | None
 
 
+def _too_deep() -> FilterError:
+    return FilterError(f"filter nested too deeply (more than {MAX_DEPTH} levels of "
+                       "parentheses, 'not' or alternating 'and'/'or'); simplify it: "
+                       "'not not x' is x, and a chain of 'and' or of 'or' needs no "
+                       "parentheses")
+
+
+def depth(e: Expr) -> int:
+    """Nesting depth of an expression tree (0 for a single condition)."""
+    return int(getattr(e, "_depth", 0))
+
+
+def _set_depth(node: Expr, children: tuple[Expr, ...]) -> None:
+    # Every tree is built bottom up through these constructors, so a tree deeper than
+    # MAX_DEPTH can never exist: compile, to_python, mask and repr need no check of their own.
+    d = 1 + max((depth(c) for c in children), default=0)
+    if d > MAX_DEPTH:
+        raise _too_deep()
+    object.__setattr__(node, "_depth", d)
+
+
 @dataclass(frozen=True, repr=False)
 class And(Expr):
     items: tuple[Expr, ...]
+
+    def __post_init__(self) -> None:
+        _set_depth(self, self.items)
 
 
 @dataclass(frozen=True, repr=False)
 class Or(Expr):
     items: tuple[Expr, ...]
 
+    def __post_init__(self) -> None:
+        _set_depth(self, self.items)
+
 
 @dataclass(frozen=True, repr=False)
 class Not(Expr):
     item: Expr
+
+    def __post_init__(self) -> None:
+        _set_depth(self, (self.item,))
 
 
 def _flat(kind: type[And] | type[Or], items: list[Expr] | tuple[Expr, ...]) -> Expr:
@@ -260,7 +295,7 @@ _PRIMARY = {"sport", "dport", "src", "dst"}
 
 class _Parser:
     def __init__(self, text: str):
-        self.text, self.i = text, 0
+        self.text, self.i, self.depth = text, 0, 0
         # (token, lowercased, position, is a word rather than punctuation)
         self.toks = [(m[2] or m[1], (m[2] or m[1]).lower(), m.start(2 if m[2] else 1), bool(m[2]))
                      for m in _TOKEN.finditer(text)]
@@ -294,13 +329,21 @@ class _Parser:
             raise self.fail("unbalanced ')'" if tok == ")" else f"unexpected {tok!r}", pos)
         return e
 
+    def flat(self, kind: type[And] | type[Or], items: list[Expr], pos: int) -> Expr:
+        try:
+            return _flat(kind, items)
+        except FilterError as e:  # nested too deeply: point at where the group starts
+            raise self.fail(e.reason, pos) from None
+
     def or_expr(self) -> Expr:
+        pos = self.peek()[2]
         items = [self.and_expr(None)]
         while self.peek()[1] in _OR:
             items.append(self.and_expr(self.take()[0]))
-        return _flat(Or, items)
+        return self.flat(Or, items, pos)
 
     def and_expr(self, after: str | None) -> Expr:
+        pos = self.peek()[2]
         items = [self.unary(after)]
         while True:
             tok, low, _, word = self.peek()
@@ -310,21 +353,36 @@ class _Parser:
                 items.append(self.unary(None))  # juxtaposition means "and", as in ss
             else:
                 break
-        return _flat(And, items)
+        return self.flat(And, items, pos)
+
+    def nest(self, pos: int) -> None:
+        """One more level of '(' or 'not', refused past MAX_DEPTH: the parser recurses
+        per level, so the limit is checked before Python's recursion limit is near."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(_too_deep().reason, pos)
 
     def unary(self, after: str | None) -> Expr:
         tok, low, pos, word = self.peek()
         if low in _NOT:
             self.take()
-            return Not(self.unary(tok))
+            self.nest(pos)
+            item = self.unary(tok)
+            self.depth -= 1
+            try:
+                return Not(item)
+            except FilterError as exc:
+                raise self.fail(exc.reason, pos) from None
         if tok == "(":
             self.take()
+            self.nest(pos)
             e = self.or_expr()
             if self.peek()[0] != ")":
                 t, _, p, _ = self.peek()
                 raise self.fail("unclosed '('", pos) if not t else \
                     self.fail(f"expected ')' or an operator, got {t!r}", p)
             self.take()
+            self.depth -= 1
             return e
         if low in _PRIMARY:
             return self.primary()
@@ -378,31 +436,41 @@ _D_CODE = {_S_EQ: _D_EQ, _S_GE: _D_GE, _S_LE: _D_LE}
 class _Emitter:
     """Builds the program back to front. A jump target is named by the number of bytes
     from it to the end of the program: 0 = accept (exactly the end), -4 = reject (end+4,
-    the largest `no` the audit allows)."""
+    the largest `no` the audit allows).
+
+    Ops are kept as (code, yes, no, operand) and packed only once the whole program's size
+    is known to fit: a `no` past 65,535 would not fit its u16 (it used to end in
+    struct.error), and the error can say how large the program would have been."""
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.parts: list[tuple[int, int, int, bytes]] = []
         self.size = 0
 
-    def _put(self, b: bytes) -> None:
-        self.size += len(b)
-        if self.size > MAX_BYTECODE:
-            raise FilterError(f"filter too large: bytecode exceeds {MAX_BYTECODE} bytes "
-                              "(the netlink attribute length is 16 bits)")
-        self.parts.append(b)
+    def _put(self, code: int, yes: int, no: int, operand: bytes = b"") -> None:
+        self.size += 4 + len(operand)
+        self.parts.append((code, yes, no, operand))
 
     def op(self, code: int, operand: bytes, on_true: int, on_false: int) -> int:
         """Emit one condition; returns its own target name."""
         if on_true != self.size:  # true must fall through (yes = size), so hop via JMP
-            self._put(struct.pack("=BBH", _JMP, 4, self.size + 4 - on_true))
+            self._put(_JMP, 4, self.size + 4 - on_true)
         n = 4 + len(operand)
         # no >= n and <= remaining + 4 and a multiple of 4, as the audit requires: on_false
         # is either an op already emitted (so on the yes chain) or -4.
-        self._put(struct.pack("=BBH", code, n, self.size + n - on_false) + operand)
+        self._put(code, n, self.size + n - on_false, operand)
         return self.size
 
     def bytecode(self) -> bytes:
-        return b"".join(reversed(self.parts))
+        if self.size > MAX_BYTECODE:
+            raise FilterError(
+                f"filter too long: its bytecode would be {self.size:,} bytes, too large "
+                f"for the kernel, which accepts at most {MAX_BYTECODE:,} (the netlink "
+                "attribute length is 16 bits); use fewer conditions (a port range such as "
+                "'sport >= :1000 and sport <= :2000', an address prefix such as "
+                "'src 10.0.0.0/8'), select by state or family with states=/family= "
+                "instead, or split it into several reads")
+        return b"".join(struct.pack("=BBH", code, yes, no) + operand
+                        for code, yes, no, operand in reversed(self.parts))
 
 
 def _emit(e: Expr, em: _Emitter, t: int, f: int) -> int:

@@ -301,7 +301,11 @@ def plot(source: Any, path: str | os.PathLike, *,
     fig.legend(handles, data.labels, loc="outside lower center",
                ncols=legend_columns(nflows), fontsize=8, frameon=False)
     out = Path(path)
-    fig.savefig(out, format="png", dpi=DPI)
+    from web10g._files import create_output
+
+    # no symlink followed, nothing but a regular file replaced (web10g._files)
+    with create_output(out, overwrite=True) as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
     return out
 
 

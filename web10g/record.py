@@ -17,6 +17,7 @@ run only over the N variables.  Decisions:
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import BinaryIO, Literal, Union
 import numpy as np
 
 from web10g import errors, mib
+from web10g._files import create_output
 
 __all__ = ["LAYOUT_NAMES", "RecordError", "checksum", "RecordWriter", "RecordReader",
            "read_salvage", "format_record"]
@@ -125,46 +127,99 @@ class _Header:
     start: int  # offset of the first record (3 + H)
     metadata: dict[str, str]
     layout: mib.Layout
+    cid: int = 0  # metadata cid (0: none)
+    family: int | None = None  # from metadata addr_type (None: inferred per record)
+    problems: tuple[tuple[int, str], ...] = ()  # what salvage skipped: (offset, message)
 
     @property
     def rsize(self) -> int:
         return _HEAD + _SLOT * self.layout.total
 
 
-def _parse_metadata(ext: bytes) -> dict[str, str]:
-    """§6 text lines; any other extension is ignored, exactly as the C reader does."""
+# Strict forms of the §6 fields: ASCII digits only (str.isdigit() also accepts '²' and
+# other Unicode digits, which int() then rejects), and a range the field can hold.
+_CID_RE = re.compile(r"[0-9]+", re.ASCII)
+_CID_MAX = 2**64 - 1  # the rows' cid column is a u64
+_KNOWN = ("layout", "addr_type", "cid", "vars")
+
+
+def _metadata_lines(ext: bytes) -> list[tuple[int, bytes]] | None:
+    """(file offset, line) of the extension's lines after the magic line; None when the
+    extension is not §6 metadata (any other extension is ignored, as the C reader does)."""
     lines = ext.split(b"\n")
     if lines[0] != _MAGIC.encode():
-        return {}
-    meta, pos = {"web10g-record": "1"}, 3 + len(lines[0]) + 1
+        return None
+    out, pos = [], 3 + len(lines[0]) + 1
     for raw in lines[1:]:
-        key, sep, value = raw.decode("utf-8", "replace").partition("=")
-        if raw and not sep:
-            raise RecordError(pos, f"metadata line {raw[:40]!r} is not key=value")
         if raw:
-            meta[key] = value
+            out.append((pos, raw))
         pos += len(raw) + 1
+    return out
+
+
+def _check_field(key: str, value: str) -> str | None:
+    """What is wrong with a known field's value, or None."""
+    if key == "cid":
+        if not _CID_RE.fullmatch(value):
+            return f"field cid={value[:40]!r} is not a decimal number (ASCII digits 0-9)"
+        # the length first: int() of thousands of digits is slow, or refused outright
+        if len(value.lstrip("0")) > 20 or int(value) > _CID_MAX:
+            return (f"field cid={value[:40]}{'...' if len(value) > 40 else ''} is larger "
+                    "than a CID can be (2**64 - 1)")
+    elif key == "addr_type" and value not in ("1", "2"):
+        return f"field addr_type={value[:40]!r} must be 1 (IPv4) or 2 (IPv6)"
+    elif key == "layout" and value not in _TAG_TO_LAYOUT:
+        return (f"field layout={value[:40]!r} names no known layout; expected one "
+                f"of {', '.join(LAYOUT_NAMES.values())}")
+    return None
+
+
+def _parse_metadata(ext: bytes, problems: list[tuple[int, str]]) -> dict[str, str]:
+    """§6 text lines, each known field checked.  A bad line is appended to ``problems``
+    (file offset, message naming the line and field) and left out of the result."""
+    lines = _metadata_lines(ext)
+    if lines is None:
+        return {}
+    meta, twice = {"web10g-record": "1"}, set()
+    for number, (pos, raw) in enumerate(lines, 2):
+        where = f"metadata line {number}"
+        key, sep, value = raw.decode("utf-8", "replace").partition("=")
+        if not sep:
+            problems.append((pos, f"{where} {raw[:40]!r} is not key=value"))
+            continue
+        if key in _KNOWN:
+            if key in meta or key in twice:  # which one is right? neither is used
+                problems.append((pos, f"{where}: field {key} is given twice"))
+                meta.pop(key, None)
+                twice.add(key)
+                continue
+            if (why := _check_field(key, value)) is not None:
+                problems.append((pos, f"{where}: {why}"))
+                continue
+        meta[key] = value
     return meta
 
 
-def _choose_layout(meta: dict[str, str], given: str | None) -> mib.Layout:
+def _choose_layout(meta: dict[str, str], given: str | None,
+                   problems: list[tuple[int, str]]) -> mib.Layout:
     tag, vars_ = meta.get("layout"), meta.get("vars")
-    if tag is not None and tag not in _TAG_TO_LAYOUT:
-        raise RecordError(3, f"metadata names layout {tag!r}; expected one of "
-                             f"{', '.join(LAYOUT_NAMES.values())}")
     # The metadata describes the file, so it overrides what the caller assumed.
     name = _TAG_TO_LAYOUT[tag] if tag is not None else None
     if vars_ is not None:
         fits = [n for n in mib.LAYOUTS if _vars_text(mib.layout(n)) == vars_]
         if not fits or (name is not None and name not in fits):
-            raise RecordError(3, "metadata 'vars' list matches "
-                                 f"{'no known layout' if not fits else fits[0]!r}"
-                                 + (f", not its layout tag {tag!r}" if tag else ""))
-        name = name or fits[0]
+            problems.append((3, "metadata field vars matches "
+                                + (f"layout {fits[0]!r}" if fits else "no known layout")
+                                + (f", not its layout tag {tag!r}" if tag else "")))
+        else:
+            name = name or fits[0]
     return mib.layout(name or given or "head")
 
 
-def _parse_header(data: bytes, layout: str | None) -> _Header:
+def _parse_header(data: bytes, layout: str | None, *, salvage: bool = False) -> _Header:
+    """The header; a bad metadata field raises RecordError, or with ``salvage`` is
+    skipped (the field is then unknown: default layout, cid 0, inferred family) and
+    recorded in the header's ``problems``."""
     if len(data) < 3:
         raise RecordError(len(data), f"the file ends after {len(data)} bytes; expected a "
                                      "1-byte order flag and a 2-byte header length")
@@ -176,10 +231,16 @@ def _parse_header(data: bytes, layout: str | None) -> _Header:
     if 3 + hlen > len(data):
         raise RecordError(1, f"header extension length H={hlen} runs past the end of "
                              f"the {len(data)}-byte file")
-    meta = _parse_metadata(data[3:3 + hlen]) if hlen else {}
-    if meta.get("addr_type", "1") not in ("1", "2") or not meta.get("cid", "0").isdigit():
-        raise RecordError(3, "metadata addr_type must be 1 or 2 and cid a decimal number")
-    return _Header(order, 3 + hlen, meta, _choose_layout(meta, layout))
+    problems: list[tuple[int, str]] = []
+    meta = _parse_metadata(data[3:3 + hlen], problems) if hlen else {}
+    lay = _choose_layout(meta, layout, problems)
+    if problems and not salvage:
+        raise RecordError(*problems[0])
+    family = None
+    if "addr_type" in meta:
+        family = mib.FAMILY_INET if meta["addr_type"] == "1" else mib.FAMILY_INET6
+    return _Header(order, 3 + hlen, meta, lay, int(meta.get("cid", "0")), family,
+                   tuple(problems))
 
 
 def _structure(data: bytes, hdr: _Header, intact: bool) -> tuple[int, RecordError | None]:
@@ -219,9 +280,9 @@ def _decode(data: bytes, hdr: _Header, k: int) -> tuple[np.ndarray, np.ndarray]:
     usec = recs["usec"].astype(np.int64)
     per_usec = 1 if k and usec.max() >= 1_000_000 else 1000  # kernel-5.0 wrote ns
     out["timestamp"] = recs["sec"].astype(np.int64) * _NS + usec * per_usec
-    out["cid"] = int(hdr.metadata.get("cid", 0))
-    if "addr_type" in hdr.metadata:
-        out["family"] = mib.FAMILY_INET if hdr.metadata["addr_type"] == "1" else mib.FAMILY_INET6
+    out["cid"] = hdr.cid
+    if hdr.family is not None:
+        out["family"] = hdr.family
     else:
         v6 = recs["rem_addr"][:, 4:].any(axis=1) | recs["local_addr"][:, 4:].any(axis=1)
         out["family"] = np.where(v6, mib.FAMILY_INET6, mib.FAMILY_INET)
@@ -284,8 +345,10 @@ def read_salvage(source: Source, *, layout: str | None = None
                  ) -> tuple[np.ndarray, RecordError | None]:
     """Every complete record before the damage (checksum ignored) and the error, if any.
 
-    A file that is whole (valid checksum) but does not fit the layout yields no rows:
-    its records would be decoded with the wrong slot meanings.
+    Bad metadata fields are skipped (the field is then unknown: the given layout, cid 0,
+    the family inferred per record); the error returned is the first problem, and says
+    how many there were in all.  A file that is whole (valid checksum) but does not fit
+    the layout yields no rows: its records would be decoded with the wrong slot meanings.
     """
     data = _load(source)
     try:
@@ -293,14 +356,23 @@ def read_salvage(source: Source, *, layout: str | None = None
     except RecordError as exc:
         error = exc
     try:
-        hdr = _parse_header(data, layout)
+        hdr = _parse_header(data, layout, salvage=True)
     except RecordError:
         return np.zeros(0, _rows_dtype(layout or "head")), error
     intact = checksum(data) == 0
     k, problem = _structure(data, hdr, intact)
     if problem is not None and intact:
         k = 0
+    found = len(hdr.problems) + (problem is not None) + (not intact and problem is None)
+    if found > 1:
+        error = RecordError(error.offset, f"{_message(error)} ({found} problems in all; "
+                                          f"{len(hdr.problems)} bad metadata line(s) "
+                                          "skipped)")
     return _decode(data, hdr, k)[0], error
+
+
+def _message(error: RecordError) -> str:
+    return str(error).partition("): ")[2] or str(error)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -316,10 +388,14 @@ class RecordWriter:
         self.layout = mib.layout(layout)
         self._dtype = _record_dtype(self.layout.name, byteorder)
         self._vars = [(v, self.layout.position(v)[0]) for v in self.layout.variables()]
+        if cid is not None and (isinstance(cid, bool) or not isinstance(cid, (int, np.integer))
+                                or not 0 <= int(cid) <= _CID_MAX):
+            raise ValueError(f"cid must be an integer 0..2**64-1, not {cid!r}")
         self._cid, self._family = cid, family
         self._owns = isinstance(path_or_file, (str, os.PathLike))
         if isinstance(path_or_file, (str, os.PathLike)):
-            self._f: BinaryIO = open(path_or_file, "wb")
+            # no symlink followed, nothing but a regular file replaced (web10g._files)
+            self._f: BinaryIO = create_output(path_or_file, overwrite=True)
         else:
             self._f = path_or_file
         self._sum, self._closed, self.count = _Sum(), False, 0

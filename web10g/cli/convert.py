@@ -119,7 +119,10 @@ def main(argv=None, prog="web10g-convert") -> int:
             return _parquet(args, vars_, fmt, prog)
         total = 0
         writer: Any = None
-        with open(args.output, "wb") as out:
+        from web10g._files import create_output
+
+        # no symlink followed, nothing but a regular file replaced (web10g._files)
+        with create_output(args.output, overwrite=True) as out:
             for rows in _samples(args.input, vars_):
                 total += len(rows)
                 if fmt == "csv":

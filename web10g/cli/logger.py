@@ -92,7 +92,11 @@ def main(argv=None, prog="web10g-logger") -> int:
         c.stop_on_sigterm()
         interval = c.interval_of(args)
         excl = exclude_address(args.exclude) if args.exclude else None
-        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        from web10g._files import create_output
+
+        # no symlink followed, nothing but a regular file (or /dev/null) replaced
+        out = (create_output(args.output, overwrite=True) if args.output
+               else sys.stdout.buffer)
         recorder = None
         try:
             with c.open_agent(args) as agent:

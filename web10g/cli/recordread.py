@@ -48,7 +48,11 @@ def main(argv=None, prog="web10g-recordread") -> int:
             rows, damage = read_salvage(args.file, layout=args.layout)
             import web10g.mib as mib
 
-            layout = mib.layout(args.layout or "head")
+            # the layout the rows were decoded with (the file's metadata may name one)
+            names = set(rows.dtype.names or ())
+            layout = next((mib.layout(n) for n in mib.LAYOUTS
+                           if set(mib.layout(n).flat_names()) <= names),
+                          mib.layout(args.layout or "head"))
             masked = None
         if not args.all:
             rows = rows[:1]
