@@ -188,7 +188,7 @@ int w10g_es_on_message(const struct nlmsghdr *nlh, void *arg)
         m.why = "a message of another netlink family";
         goto bad;
     }
-    if (plen < GENL_HDR || body[0] != cfg->cmd) {
+    if (plen < GENL_HDR || body[0] != s->cmd) {
         m.why = "the generic netlink header is missing or names another command";
         goto bad;
     }
@@ -208,9 +208,36 @@ int w10g_es_on_message(const struct nlmsghdr *nlh, void *arg)
         m.why = "the message carries no connection id";
         goto bad;
     }
+    if (s->cmd == W10G_ES_READ_VARS) {
+        if (s->req_cids) {
+            while (s->req_at < s->req_n && s->req_status[s->req_at] != -1)
+                s->req_at++;
+            if (s->req_at >= s->req_n) {
+                m.why = "a READ_VARS data message answers no outstanding request";
+                goto bad;
+            }
+            if (s->req_got[s->req_at]) {
+                m.why = "a second data message for one READ_VARS request (a duplicate)";
+                goto bad;
+            }
+            if (m.cid != s->req_cids[s->req_at]) {
+                m.why = "a READ_VARS reply names another connection than the one requested "
+                        "(a stale or misattributed message)";
+                goto bad;
+            }
+            s->req_got[s->req_at] = 1;
+        }
+    } else if (s->ordered) {
+        if (m.cid < s->min_cid) {
+            m.why = "a connection id repeats or goes backwards within one listing (a "
+                    "duplicated or stale datagram)";
+            goto bad;
+        }
+        s->min_cid = (uint64_t)m.cid + 1;
+    }
     if (m.cid > s->max_cid)
         s->max_cid = m.cid;
-    uint32_t cid = m.cid - (m.cid >= cfg->cid_adjust ? cfg->cid_adjust : 0);
+    uint32_t cid = m.cid - (m.cid >= s->cid_adjust ? s->cid_adjust : 0);
     PUT(cid, uint64_t, cid);
     /* address type 1 = IPv4, 2 = IPv6 (RFC 4001); the row speaks socket families */
     PUT(family, uint8_t, m.addr_type == 1 ? AF_INET : m.addr_type == 2 ? AF_INET6 : 0);

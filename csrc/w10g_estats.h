@@ -35,14 +35,32 @@ struct w10g_es_config {
     int32_t off[W10G_ES_TABLES][W10G_ES_MAX_INDEX];  /* variable column offsets, -1 = none */
     uint8_t width[W10G_ES_TABLES][W10G_ES_MAX_INDEX];/* payload bytes INIT implies, 0 = none */
     uint16_t family_id;            /* nlmsg_type of the module's messages */
-    uint8_t cmd;                   /* the command being answered */
-    uint8_t cid_adjust;            /* READ_ALL reports the CID plus one (ABI 5.3) */
     int64_t usec_mult;             /* ns per NEA_TIME_USEC unit: 1000 (us) or 1 (kernel-5.0 ns) */
     int8_t state_table, state_index;   /* where the State variable lives, -1 if nowhere */
 };
 
+/* The commands whose replies the decoder checks beyond their shape. */
+enum { W10G_ES_LIST_CONNS = 0, W10G_ES_READ_ALL = 1, W10G_ES_READ_VARS = 2 };
+
+/* One call's state. The config is shared and read-only while calls run; everything a
+ * call changes is here (on the caller's stack), so calls on one config do not interfere. */
 struct w10g_es_sink {
     const struct w10g_es_config *cfg;
+    uint8_t cmd;                   /* the command being answered */
+    uint8_t cid_adjust;            /* READ_ALL reports the CID plus one (ABI 5.3) */
+    /* LIST_CONNS / READ_ALL: the module walks its CID table upwards and every page starts
+     * after the previous one, so the reported CIDs of one call must strictly increase; a
+     * repeated or lower one is a duplicated or stale datagram. */
+    uint8_t ordered;               /* check that (live calls; recordings are not) */
+    uint64_t min_cid;              /* the lowest reported CID acceptable next */
+    /* READ_VARS of a batch (req_cids != NULL): data messages carry seq 0, so a message
+     * answers the first request without an ACK or error yet (req_status[i] == -1), must
+     * name that request's CID, and only once (req_got[i]). */
+    const uint32_t *req_cids;
+    const int *req_status;
+    uint8_t *req_got;
+    uint32_t req_n;
+    uint32_t req_at;
     char *rows;
     size_t itemsize;
     size_t capacity;

@@ -263,3 +263,15 @@ def test_out_buffer_growth(agent):
     small = np.empty(1, dtype=dt)
     rows = agent.read_all(["SegsOut"], out=small)
     assert rows["cid"].tolist() == [1, 2, 3, 5]
+
+
+def test_list_conns_state_selection(agent, fake_kernel):
+    """LIST_CONNS rows carry no state: a selection covering every open state keeps them
+    all (kill() relies on states="all"), a narrower one asks the module for the state."""
+    every = agent.list_conns()
+    assert len(every) and (every["state"] == 0).all()
+    assert sorted(agent.list_conns(states="all")["cid"]) == sorted(every["cid"])
+    assert sorted(agent.list_conns(states="open")["cid"]) == sorted(every["cid"])
+    est = agent.read_all([], states="established")["cid"]
+    assert sorted(agent.list_conns(states="established")["cid"]) == sorted(est)
+    assert len(agent.list_conns(states="listen")) == 0

@@ -5,6 +5,7 @@ import numpy as np
 from web10g._netlink import NetlinkSocket
 
 IDENT_NAMES: tuple[str, ...]
+NO_DATA: int
 
 class Reader:
     dtype: np.dtype

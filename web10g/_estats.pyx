@@ -11,7 +11,7 @@ import numpy as np
 cimport numpy as cnp
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int32_t, int64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
 
 cimport web10g._mnl as mnl
@@ -38,14 +38,21 @@ cdef extern from "w10g_estats.h" nogil:
         int32_t off[W10G_ES_TABLES][W10G_ES_MAX_INDEX]
         uint8_t width[W10G_ES_TABLES][W10G_ES_MAX_INDEX]
         uint16_t family_id
-        uint8_t cmd
-        uint8_t cid_adjust
         int64_t usec_mult
         int8_t state_table
         int8_t state_index
 
     struct w10g_es_sink:
         const w10g_es_config *cfg
+        uint8_t cmd
+        uint8_t cid_adjust
+        uint8_t ordered
+        uint64_t min_cid
+        const uint32_t *req_cids
+        const int *req_status
+        uint8_t *req_got
+        uint32_t req_n
+        uint32_t req_at
         char *rows
         size_t itemsize
         size_t capacity
@@ -73,6 +80,12 @@ cdef enum:
     ATTR_TIMESTAMP = 27
     NEA_CID = 6
     REQ_MAX = 128           # the largest request we build (READ_ALL + mask + token: 120)
+
+cdef enum:
+    # read_vars() status of a request the module acknowledged without its data message
+    ES_NO_DATA = -2
+
+NO_DATA = ES_NO_DATA
 
 IDENT_NAMES = ("cid", "family", "state", "local_port", "rem_port", "local_addr", "rem_addr",
                "uid", "inode", "timestamp", "present")
@@ -186,18 +199,29 @@ cdef class Reader:
     cdef object _check_out(self, out):
         return check_out(out, self.dtype)
 
-    cdef void _prepare(self, w10g_es_sink *sink, cnp.ndarray out):
+    cdef void _prepare(self, w10g_es_sink *sink, cnp.ndarray out, uint8_t cmd):
+        # Everything a call changes lives in its sink (on the caller's stack): calls on
+        # one Reader from several threads share only the read-only cfg.
         memset(sink, 0, sizeof(w10g_es_sink))
         sink.cfg = &self.cfg
+        sink.cmd = cmd
+        # READ_ALL reports every CID plus one (ABI 5.3): the decoder subtracts it, and the
+        # reported maximum is exactly where the next batch must start.
+        sink.cid_adjust = 1 if cmd == CMD_READ_ALL else 0
+        sink.min_cid = sink.cid_adjust
         sink.rows = <char *>cnp.PyArray_DATA(out)
         sink.itemsize = self.dtype.itemsize
         sink.capacity = out.shape[0]
 
     cdef object _finish(self, out, w10g_es_sink *sink):
-        self.last = sink[0]
+        self.last = sink[0]         # for time_sample; no pointer of it is used after
         self.last.spill = NULL
+        self.last.req_cids = NULL
+        self.last.req_status = NULL
+        self.last.req_got = NULL
         return grow_rows(out, self.dtype, sink.rows, sink.itemsize, sink.capacity,
-                         &sink.spill, sink.n, max(2 * sink.capacity, sink.n + sink.n // 4, <size_t>64))
+                         &sink.spill, sink.n,
+                         max(2 * sink.capacity, sink.n + sink.n // 4, <size_t>64))
 
     cdef object _error(self, nl_status *st, w10g_es_sink *sink, str call):
         if st.stage == STAGE_DECODE and st.err != 12:
@@ -221,11 +245,8 @@ cdef class Reader:
         cdef int rounds = 0
         cdef int64_t nxt
         out = self._check_out(out)
-        self._prepare(&sink, out)
-        self.cfg.cmd = cmd
-        # READ_ALL reports every CID plus one (ABI 5.3): the decoder subtracts it, and the
-        # reported maximum is exactly where the next batch must start.
-        self.cfg.cid_adjust = 1 if cmd == CMD_READ_ALL else 0
+        self._prepare(&sink, out, cmd)
+        sink.ordered = True
         self.sock.acquire()
         try:
             with nogil:
@@ -264,7 +285,11 @@ cdef class Reader:
         """READ_VARS for many CIDs, as few sends as the socket buffers allow.
 
         Returns ``(array, n, status)``: rows in request order for the CIDs that answered,
-        and per CID 0 or the errno the module gave (EINVAL: gone, EACCES: not yours).
+        and per CID 0, the errno the module gave (EINVAL: gone, EACCES: not yours), or
+        :data:`NO_DATA` when the module acknowledged the request without its data message.
+        Every data message must answer the oldest request still waiting and name its CID
+        (MalformedReply otherwise): replies are matched to requests, never taken in
+        arrival order alone.
         """
         cdef const uint32_t[::1] ids = np.ascontiguousarray(cids, dtype=np.uint32)
         cdef Py_ssize_t total = ids.shape[0]
@@ -276,14 +301,23 @@ cdef class Reader:
         cdef uint32_t first
         cdef char *buf
         cdef int[::1] status = np.zeros(total, dtype=np.intc)
+        cdef uint8_t *got
+        cdef bint both = False
         out = self._check_out(out)
-        self._prepare(&sink, out)
-        self.cfg.cmd = CMD_READ_VARS
-        self.cfg.cid_adjust = 0
+        self._prepare(&sink, out, CMD_READ_VARS)
         buf = <char *>malloc(chunk * REQ_MAX)
-        if buf == NULL:
+        got = <uint8_t *>calloc(chunk, 1)
+        if buf == NULL or got == NULL:
+            free(buf)
+            free(got)
             raise MemoryError()
-        self.sock.acquire()
+        sink.req_got = got
+        try:
+            self.sock.acquire()
+        except BaseException:
+            free(buf)
+            free(got)
+            raise
         try:
             with nogil:
                 pos = 0
@@ -297,18 +331,36 @@ cdef class Reader:
                         reqlen += _build(buf + reqlen, self.cfg.family_id, CMD_READ_VARS,
                                          self.sock.next_seq(), ids[pos + i], self.masks,
                                          False, 0)
+                    sink.req_cids = &ids[pos]
+                    sink.req_status = &status[pos]
+                    sink.req_n = <uint32_t>k
+                    sink.req_at = 0
+                    memset(got, 0, k)
                     rc = self.sock.transact_batch(buf, reqlen, <uint32_t>k, first,
                                                   <mnl.mnl_cb_t>w10g_es_on_message, &sink,
                                                   &status[pos], &st)
                     if rc < 0:
                         break
+                    for i in range(k):
+                        if status[pos + i] == 0 and not got[i]:
+                            status[pos + i] = ES_NO_DATA
+                        elif status[pos + i] != 0 and got[i]:
+                            both = True     # data, then an error for the same request
+                    if both:
+                        break
                     pos += k
         finally:
             self.sock.release()
             free(buf)
+            free(got)
         if rc < 0:
             free(sink.spill)
             raise self._error(&st, &sink, "tcp_estats READ_VARS")
+        if both:
+            free(sink.spill)
+            raise errors.MalformedReply(
+                "tcp_estats READ_VARS: the module sent a connection's data and then an error "
+                "for the same request")
         return self._finish(out, &sink), sink.n, np.asarray(status)
 
     def decode(self, datagrams, int cmd, *, out=None):
@@ -318,10 +370,10 @@ cdef class Reader:
         cdef w10g_es_sink sink
         cdef const unsigned char[::1] view
         cdef int rc
+        if not 0 <= cmd <= 255:
+            raise ValueError(f"cmd {cmd} is not a tcp_estats command")
         out = self._check_out(out)
-        self._prepare(&sink, out)
-        self.cfg.cmd = <uint8_t>cmd
-        self.cfg.cid_adjust = 1 if cmd == CMD_READ_ALL else 0
+        self._prepare(&sink, out, <uint8_t>cmd)
         for i, d in enumerate(datagrams):
             view = d
             if view.shape[0] == 0:

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """The netlink socket core, declared for other Cython modules (the backends' decoders)."""
-from libc.stdint cimport uint32_t, int64_t
+from libc.stdint cimport uint32_t, int32_t, int64_t
 
 cimport web10g._mnl as mnl
 from web10g._linux cimport sockaddr_nl
@@ -13,6 +13,8 @@ cdef enum nl_stage:
     STAGE_PARSE = 3     # libmnl's checks (sequence, port id, NLM_F_DUMP_INTR, framing)
     STAGE_KERNEL = 4    # the kernel answered NLMSG_ERROR, or NLMSG_DONE with an error
     STAGE_DECODE = 5    # the caller's data callback rejected a message
+    STAGE_ERRVAL = 6    # NLMSG_ERROR / NLMSG_DONE carried a value outside -4095..0
+    STAGE_PEER = 7      # the peer's datagrams come from a process of another user
 
 cdef struct nl_status:
     int err                 # positive errno, 0 when fine
@@ -20,6 +22,8 @@ cdef struct nl_status:
     uint32_t messages       # data messages handed to the callback
     uint32_t datagrams      # datagrams received
     char extack[256]        # the kernel's extended-ack text, NUL-terminated ("" if none)
+    int32_t bad_error       # STAGE_ERRVAL: the value received
+    uint32_t sender_uid     # STAGE_PEER: the uid the peer's datagrams came from
 
 cdef bint frames_ok(const char *buf, size_t n) noexcept nogil
 
@@ -35,6 +39,9 @@ cdef class NetlinkSocket:
     cdef uint32_t seq
     cdef bint busy
     cdef bint dirty         # a failed transaction may have left datagrams queued
+    cdef bint check_creds   # peer mode: accept only datagrams sent as root or as us
+    cdef uint32_t euid      # our effective uid when the socket was opened
+    cdef readonly unsigned long foreign     # datagrams dropped: not from the expected sender
     # the tap: when on, every datagram received is also appended (u32 length, i64 rx_ns,
     # bytes)
     # here, for recordings of exactly what the kernel sent
@@ -44,6 +51,7 @@ cdef class NetlinkSocket:
     cdef size_t tap_len
     cdef size_t tap_cap
     cdef int tap_append(self, size_t n) noexcept nogil
+    cdef ssize_t recv_checked(self, int flags, nl_status *st) noexcept nogil
     cdef ssize_t receive(self, nl_status *st) noexcept nogil
     cdef int accept(self, size_t n, nl_status *st) noexcept nogil
 

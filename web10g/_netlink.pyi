@@ -10,6 +10,7 @@ class NetlinkSocket:
     protocol: int
     portid: int
     peer: int
+    foreign: int
     def __init__(self, protocol: int, *, groups: tuple[int, ...] | list[int] = ...,
                  peer: int = ..., timeout: float = ..., rcvbuf: int = ...) -> None: ...
     def close(self) -> None: ...

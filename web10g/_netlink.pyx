@@ -7,6 +7,7 @@ backends' decoders) and errors are collected in an ``nl_status`` and raised afte
 """
 from libc.errno cimport (
     errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL, ENOSPC, EPROTO, ECONNREFUSED,
+    EPERM,
 )
 from libc.stdint cimport uint16_t, uint32_t, int32_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
@@ -29,6 +30,33 @@ cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
     struct sockaddr:
         pass
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    struct ucred:
+        int pid
+        unsigned int uid
+        unsigned int gid
+    cmsghdr *CMSG_FIRSTHDR(msghdr *msg)
+    cmsghdr *CMSG_NXTHDR(msghdr *msg, cmsghdr *c)
+    unsigned char *CMSG_DATA(cmsghdr *c)
+    size_t CMSG_LEN(size_t n)
+    ssize_t recvmsg(int fd, msghdr *msg, int flags)
+    int connect(int fd, const sockaddr *addr, socklen_t addrlen)
+    int SCM_CREDENTIALS
+    int SO_PASSCRED
     ssize_t sendto(int fd, const void *buf, size_t n, int flags,
                    const sockaddr *addr, socklen_t addrlen)
     ssize_t recv(int fd, void *buf, size_t n, int flags)
@@ -43,6 +71,13 @@ cdef extern from "<sys/socket.h>":
 
 cdef extern from "w10g_errno.h" nogil:
     void w10g_set_errno(int e)
+
+cdef extern from "<unistd.h>" nogil:
+    unsigned int geteuid()
+
+# The errno range: an NLMSG_ERROR / NLMSG_DONE value outside -MAX_ERRNO..0 is malformed.
+cdef enum:
+    MAX_ERRNO = 4095
 
 cdef extern from "<time.h>" nogil:
     ctypedef int clockid_t
@@ -70,6 +105,8 @@ _STAGE_NAMES = {
     STAGE_PARSE: "reply check",
     STAGE_KERNEL: "kernel",
     STAGE_DECODE: "decode",
+    STAGE_ERRVAL: "reply check",
+    STAGE_PEER: "peer check",
 }
 
 
@@ -93,6 +130,17 @@ cdef bint frames_ok(const char *buf, size_t n) noexcept nogil:
         buf += step
         n -= step
     return True
+
+
+cdef inline bint _stale(const char *buf, size_t n, uint32_t first) noexcept nogil:
+    """Whether a datagram answers a request sent before sequence number ``first``: its
+    first message carries an older non-zero one (a late ACK or error of an earlier
+    request). Such datagrams are skipped, not decoded and not failed on."""
+    cdef uint32_t s
+    if n < <size_t>NLMSG_HDRLEN:
+        return False
+    memcpy(&s, buf + 8, 4)
+    return s != 0 and <uint32_t>(first - s - 1) < <uint32_t>0x7FFFFFFF
 
 
 cdef struct run_ctx:
@@ -159,6 +207,12 @@ cdef int _on_error(const nlmsghdr *nlh, void *arg) noexcept nogil:
         st.stage = STAGE_PARSE
         return mnl.MNL_CB_ERROR
     memcpy(&e, mnl.mnl_nlmsg_get_payload(nlh), sizeof(nlmsgerr))
+    if e.error > 0 or e.error < -MAX_ERRNO:
+        # not an errno (INT_MIN would even overflow the negation): the reply is malformed
+        st.err = EBADMSG
+        st.stage = STAGE_ERRVAL
+        st.bad_error = e.error
+        return mnl.MNL_CB_ERROR
     if ctx.status != NULL:
         # Batch: every request ends with its own ACK or error; record it and go on.
         idx = nlh.nlmsg_seq - ctx.first_seq
@@ -166,12 +220,12 @@ cdef int _on_error(const nlmsghdr *nlh, void *arg) noexcept nogil:
             st.err = EPROTO         # an answer to no request of this batch, or a second one
             st.stage = STAGE_PARSE
             return mnl.MNL_CB_ERROR
-        ctx.status[idx] = -e.error if e.error < 0 else e.error
+        ctx.status[idx] = -e.error
         ctx.pending -= 1
         return mnl.MNL_CB_STOP if ctx.pending == 0 else mnl.MNL_CB_OK
     if e.error == 0:
         return mnl.MNL_CB_STOP          # the ACK: end of a non-dump transaction
-    st.err = -e.error if e.error < 0 else e.error
+    st.err = -e.error
     st.stage = STAGE_KERNEL
     if nlh.nlmsg_flags & NLM_F_ACK_TLVS:
         # The TLVs follow the echoed request: its header only when capped, else all of it.
@@ -187,8 +241,13 @@ cdef int _on_done(const nlmsghdr *nlh, void *arg) noexcept nogil:
     # NLMSG_DONE carries an int: 0, or a negative errno when the dump failed partway.
     if mnl.mnl_nlmsg_get_payload_len(nlh) >= sizeof(int32_t):
         memcpy(&err, mnl.mnl_nlmsg_get_payload(nlh), sizeof(int32_t))
+    if err > 0 or err < -MAX_ERRNO:
+        st.err = EBADMSG
+        st.stage = STAGE_ERRVAL
+        st.bad_error = err
+        return mnl.MNL_CB_ERROR
     if err != 0:
-        st.err = -err if err < 0 else err
+        st.err = -err
         st.stage = STAGE_KERNEL
         if nlh.nlmsg_flags & NLM_F_ACK_TLVS:
             _read_extack(nlh, sizeof(int32_t), st)
@@ -246,7 +305,11 @@ cdef class NetlinkSocket:
     """One netlink socket of protocol ``protocol`` (``socket.NETLINK_*``).
 
     ``peer`` sends requests to that netlink port id instead of the kernel (port 0): the
-    estats backend talks to a user-space peer over NETLINK_USERSOCK this way. ``timeout``
+    estats backend talks to a user-space peer over NETLINK_USERSOCK this way. Datagrams
+    are accepted from the expected sender only: port id 0, or with a peer the peer's
+    port id (the socket is connected to it, so the kernel refuses other senders) sent
+    by a process running as root or as our effective uid (SCM_CREDENTIALS; else
+    PermissionError). Others are dropped and counted in ``foreign``. ``timeout``
     bounds every wait for a reply; ``groups`` are multicast groups to join at once.
     Close it with :meth:`close`, a ``with`` block, or by dropping the last reference.
     """
@@ -275,6 +338,25 @@ cdef class NetlinkSocket:
             raise errors.from_errno(err, f"bind({_proto_name(protocol)})")
         self.portid = mnl.mnl_socket_get_portid(self.nl)
         fd = mnl.mnl_socket_get_fd(self.nl)
+        memset(&self.dest, 0, sizeof(self.dest))
+        self.dest.nl_family = AF_NETLINK
+        self.dest.nl_pid = peer
+        self.euid = geteuid()
+        if peer:
+            # Connected to the peer, the socket takes unicasts from the peer's port id only
+            # (the kernel refuses other senders with ECONNREFUSED; NETLINK_USERSOCK lets
+            # every local user send to any port id). The receive loop checks the sender's
+            # port id as well (a datagram queued between bind and connect), and its
+            # credentials: SO_PASSCRED.
+            if connect(fd, <const sockaddr *>&self.dest, sizeof(sockaddr_nl)) < 0:
+                err = errno
+                self.close()
+                raise errors.from_errno(err, f"connect({_proto_name(protocol)} to port {peer})")
+            if setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0:
+                err = errno
+                self.close()
+                raise errors.from_errno(err, "setsockopt(SO_PASSCRED)")
+            self.check_creds = True
         # Extended acks carry the kernel's reason for EINVAL; capped acks do not echo the
         # whole request back. Both are best effort: old kernels lack them.
         setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one))
@@ -283,9 +365,6 @@ cdef class NetlinkSocket:
             tv.tv_sec = <long>timeout
             tv.tv_usec = <long>((timeout - tv.tv_sec) * 1e6)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv))
-        memset(&self.dest, 0, sizeof(self.dest))
-        self.dest.nl_family = AF_NETLINK
-        self.dest.nl_pid = peer
         self.rxlen = rcvbuf
         self.rxbuf = <char *>malloc(rcvbuf)
         if self.rxbuf == NULL:
@@ -416,13 +495,73 @@ cdef class NetlinkSocket:
             self.tapping = False
         return out
 
+    cdef ssize_t recv_checked(self, int flags, nl_status *st) noexcept nogil:
+        """recvmsg() one datagram into rxbuf, from the expected sender only.
+
+        Only the kernel (port id 0) or, with a peer, the peer's port id is the expected
+        sender: datagrams from any other port id are dropped (counted in ``foreign``) and
+        the next one is awaited. With a peer, the sender's credentials must also say root
+        or our own effective uid. Returns the length; -1 with errno set when the socket
+        call fails (ENOSPC: the datagram was longer than rxbuf); -2 with ``st`` filled
+        (STAGE_PEER) when the peer runs as another user.
+        """
+        cdef sockaddr_nl addr
+        cdef iovec iov
+        cdef msghdr msg
+        cdef size_t cbuf[8]         # 64 aligned bytes: room for CMSG_SPACE(struct ucred)
+        cdef cmsghdr *c
+        cdef ucred cred
+        cdef bint have_cred
+        cdef ssize_t n
+        cdef int fd = mnl.mnl_socket_get_fd(self.nl)
+        while True:
+            memset(&msg, 0, sizeof(msg))
+            msg.msg_name = &addr
+            msg.msg_namelen = sizeof(addr)
+            iov.iov_base = self.rxbuf
+            iov.iov_len = self.rxlen
+            msg.msg_iov = &iov
+            msg.msg_iovlen = 1
+            if self.check_creds:
+                msg.msg_control = cbuf
+                msg.msg_controllen = sizeof(cbuf)
+            n = recvmsg(fd, &msg, flags)
+            if n < 0:
+                return -1
+            if (msg.msg_namelen != sizeof(sockaddr_nl) or addr.nl_family != AF_NETLINK
+                    or addr.nl_pid != self.peer):
+                self.foreign += 1       # not from the kernel / the peer: never decoded
+                continue
+            if msg.msg_flags & MSG_TRUNC:
+                w10g_set_errno(ENOSPC)
+                return -1
+            if self.check_creds:
+                have_cred = False
+                c = CMSG_FIRSTHDR(&msg)
+                while c != NULL:
+                    if (c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_CREDENTIALS
+                            and c.cmsg_len >= CMSG_LEN(sizeof(ucred))):
+                        memcpy(&cred, CMSG_DATA(c), sizeof(ucred))
+                        have_cred = True
+                        break
+                    c = CMSG_NXTHDR(&msg, c)
+                if not have_cred or (cred.uid != 0 and cred.uid != self.euid):
+                    st.err = EPERM
+                    st.stage = STAGE_PEER
+                    st.sender_uid = cred.uid if have_cred else 0xFFFFFFFF
+                    return -2
+            return n
+
     cdef ssize_t receive(self, nl_status *st) noexcept nogil:
         """Block for the next datagram of a reply; its length, or -1 (st filled)."""
         cdef ssize_t n
         while True:
-            n = mnl.mnl_socket_recvfrom(self.nl, self.rxbuf, self.rxlen)
+            n = self.recv_checked(0, st)
             if n >= 0:
                 break
+            if n == -2:
+                self.dirty = True
+                return -1
             if errno != EINTR:      # EINTR is a signal, not NLM_F_DUMP_INTR: retry
                 st.err = errno
                 st.stage = STAGE_RECV
@@ -459,14 +598,15 @@ cdef class NetlinkSocket:
         cdef run_ctx ctx
         cdef ssize_t n
         cdef int ret
-        cdef int fd = mnl.mnl_socket_get_fd(self.nl)
         memset(st, 0, sizeof(nl_status))
         memset(&ctx, 0, sizeof(ctx))
         ctx.cb = cb
         ctx.data = data
         ctx.st = st
         while True:
-            n = recv(fd, self.rxbuf, self.rxlen, MSG_DONTWAIT | MSG_TRUNC)
+            n = self.recv_checked(MSG_DONTWAIT, st)
+            if n == -2:
+                return -1
             if n < 0:
                 if errno == EINTR:
                     continue
@@ -476,10 +616,6 @@ cdef class NetlinkSocket:
                 if errno == EAGAIN:
                     return 0
                 st.err = errno
-                st.stage = STAGE_RECV
-                return -1
-            if <size_t>n > self.rxlen:
-                st.err = ENOSPC
                 st.stage = STAGE_RECV
                 return -1
             if self.accept(<size_t>n, st) < 0:
@@ -525,7 +661,9 @@ cdef class NetlinkSocket:
         ctx.cb = cb
         ctx.data = data
         ctx.st = st
-        if self.dirty:
+        if self.dirty or self.peer:
+            # a peer answers asynchronously: a datagram it sent after an earlier reply's
+            # end (or a duplicate) may be queued now; it is no part of this reply
             self.drain()
         n = sendto(mnl.mnl_socket_get_fd(self.nl), req, reqlen, 0,
                    <const sockaddr *>&self.dest, sizeof(sockaddr_nl))
@@ -537,6 +675,8 @@ cdef class NetlinkSocket:
             n = self.receive(st)
             if n < 0:
                 return -1
+            if _stale(self.rxbuf, <size_t>n, seq):
+                continue
             w10g_set_errno(0)
             ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, seq, self.portid,
                                   _on_data, &ctx, _ctl, 16)
@@ -579,7 +719,9 @@ cdef class NetlinkSocket:
             status[i] = -1                  # no answer yet
         if nreq == 0:
             return 0
-        if self.dirty:
+        if self.dirty or self.peer:
+            # a peer answers asynchronously: a datagram it sent after an earlier reply's
+            # end (or a duplicate) may be queued now; it is no part of this reply
             self.drain()
         n = sendto(mnl.mnl_socket_get_fd(self.nl), req, reqlen, 0,
                    <const sockaddr *>&self.dest, sizeof(sockaddr_nl))
@@ -591,6 +733,8 @@ cdef class NetlinkSocket:
             n = self.receive(st)
             if n < 0:
                 return -1
+            if _stale(self.rxbuf, <size_t>n, first_seq):
+                continue
             w10g_set_errno(0)
             # seq 0: the batch's replies carry many sequence numbers; _on_error checks them
             ret = mnl.mnl_cb_run2(self.rxbuf, <size_t>n, 0, self.portid, _on_data, &ctx,
@@ -617,6 +761,18 @@ cdef class NetlinkSocket:
         if st.stage == STAGE_DECODE and st.err in (EBADMSG, EINVAL):
             return errors.MalformedReply(
                 f"{call}: message {st.messages} of the reply is malformed and was rejected")
+        if st.stage == STAGE_ERRVAL:
+            return errors.MalformedReply(
+                f"{call}: the reply's error message carries {st.bad_error}, which is not a "
+                f"negative errno (-{MAX_ERRNO} ... -1) nor 0")
+        if st.stage == STAGE_PEER:
+            who = ("an unknown user" if st.sender_uid == 0xFFFFFFFF
+                   else f"uid {st.sender_uid}")
+            return PermissionError(
+                EPERM, f"{call}: refusing the replies of netlink port {self.peer}: they "
+                f"come from a process of {who}, and this process (uid {self.euid}) accepts "
+                "a test peer (WEB10G_ESTATS_PEER) only when it runs as root or as the same "
+                "user")
         if st.stage == STAGE_SEND and st.err == ECONNREFUSED and self.peer:
             return errors.from_errno(
                 st.err, where, hint=f"nothing listens on netlink port {self.peer} any more: "

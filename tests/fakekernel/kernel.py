@@ -209,6 +209,13 @@ class FakeKernel:
         self.registered = True        # False: the module is not loaded (ENOENT)
         self.auto_tick = False        # tick(1) before answering every READ_ALL/READ_VARS
         self.on_request: Callable[[int, FakeKernel], None] | None = None
+        # Misbehaviour, for tests of the client's defences: called for every request of
+        # the tcp_estats family as tamper(request, data datagrams, the NLMSG_ERROR/ACK
+        # datagram or None); returns the datagrams to send instead, in order (drop the
+        # data, duplicate it, send it after the ACK, replace the ACK, ...). It runs with
+        # the fake's lock held; ``nlmsg_error`` / ``error_datagram`` build control
+        # messages.
+        self.tamper: Callable[[Request, list[bytes], bytes | None], list[bytes]] | None = None
         # Sample time source: None = real CLOCK_REALTIME, an int = fixed ns since the
         # epoch, or a callable returning ns.
         self.wallclock_ns: int | Callable[[], int] | None = None
@@ -223,6 +230,7 @@ class FakeKernel:
         self.written: list[tuple[int, str, int]] = []
         self.internal_errors: list[str] = []
         self.dropped = 0              # reply datagrams the client did not take in time
+        self.datagrams_sent = 0       # reply datagrams handed to the kernel
         self.datagrams_received = 0
 
         self._flows: dict[int, Flow] = {}
@@ -412,8 +420,25 @@ class FakeKernel:
         try:
             assert self._sock is not None
             self._sock.sendto(data, (port, 0))
+            self.datagrams_sent += 1
         except OSError:                       # closed client, timeout, ...
             self.dropped += 1
+
+    def wait_sent(self, count: int, timeout: float = 5.0) -> None:
+        """Block until ``datagrams_sent`` reaches ``count`` (a test's barrier before the
+        client's next call, when the fake was told to answer late)."""
+        deadline = time.monotonic() + timeout
+        while self.datagrams_sent < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the fake sent {self.datagrams_sent} of {count} datagrams")
+            time.sleep(0.001)
+
+    @staticmethod
+    def error_datagram(request: Request, err: int) -> bytes:
+        """An NLMSG_ERROR for ``request`` carrying the raw s32 ``err`` (any value, e.g.
+        INT_MIN or a positive one: a misbehaving kernel for ``tamper``)."""
+        msg = nlmsg_error(request.raw, -1, request.portid)
+        return msg[:16] + struct.pack("=i", err) + msg[20:]
 
     def _handle_datagram(self, data: bytes, port: int) -> None:
         """netlink_rcv_skb(): every complete message in turn."""
@@ -421,16 +446,23 @@ class FakeKernel:
         self.datagrams_received += 1
         for off, nlen, msg in split_messages(data):
             nl_type, flags = struct.unpack_from("=HH", data, off + 4)
+            nreq = len(self.requests)
             try:
                 replies, err = self._dispatch(data, off, nlen, msg, port, dgram)
             except Exception:  # noqa: BLE001
                 self.internal_errors.append(traceback.format_exc())
                 replies, err = [], -errno.EINVAL
-            for r in replies:
-                self._send(r, port)
             # err None: a dump, finished by NLMSG_DONE instead of an ACK.
-            if err is not None and (err or flags & C.NLM_F_ACK):
-                self._send(nlmsg_error(msg, err, port), port)
+            ack = (nlmsg_error(msg, err, port)
+                   if err is not None and (err or flags & C.NLM_F_ACK) else None)
+            out = list(replies) + ([ack] if ack is not None else [])
+            if self.tamper is not None and len(self.requests) > nreq:
+                try:
+                    out = list(self.tamper(self.requests[-1], list(replies), ack))
+                except Exception:  # noqa: BLE001
+                    self.internal_errors.append(traceback.format_exc())
+            for r in out:
+                self._send(r, port)
 
     def _dispatch(self, data: bytes, off: int, nlen: int, msg: bytes, port: int,
                   dgram: int) -> tuple[list[bytes], int | None]:

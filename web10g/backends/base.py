@@ -20,13 +20,23 @@ The contract in short:
   ``sampler(vars, interval=...)`` samples on a background thread; ``clone()`` opens an
   independent agent on the same source (for another thread).
 - ``available(rows, name)``: per row, whether ``name`` was reported.
-- One agent, one thread at a time: a second thread calling in while a request is in
-  flight gets a clear RuntimeError (netlink sockets carry one request at a time);
-  ``clone()`` gives each thread its own.
+- Threads: every agent may be shared between threads, on every backend. Each public
+  call (``read_all``, ``list_conns``, ``read_vars``, ``read_many``, ``write_var``,
+  ``kill``, ``closed``, ``watch_closed``, ``owners``, ``socket_ids``, ``timestamp``,
+  ``close``, and every ``read`` of a ``reader()``) holds the agent's lock (an RLock,
+  taken in :class:`BaseAgent`, so a backend cannot forget it): concurrent calls run one
+  after another, each with correct results, never interleaved (netlink sockets carry
+  one request at a time; decoders, scratch arrays and replay positions are per agent).
+  The cost is one uncontended lock per call. For parallel reads, ``clone()`` gives each
+  thread its own agent (the sampler does). A lower layer used directly (a
+  ``NetlinkSocket`` shared by threads) still refuses a second request in flight with a
+  RuntimeError instead of mixing replies.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -116,6 +126,39 @@ def _check_out(out: Any, dtype: np.dtype) -> None:
         raise ValueError("out must be a writable, C-contiguous, one-dimensional array")
 
 
+#: The public calls every agent runs under its lock (the threading contract above).
+SERIALISED = frozenset((
+    "read_all", "reader", "list_conns", "read_vars", "read_many", "write_var", "kill",
+    "closed", "watch_closed", "owners", "socket_ids", "timestamp", "close",
+    "recorder_state"))
+
+
+def _serialised(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` under the agent's lock; ``reader`` also locks each ``read`` it returns."""
+    if getattr(fn, "__web10g_serialised__", False):
+        return fn
+    if name == "reader":
+        @functools.wraps(fn)
+        def reader(self: Any, *args: Any, **kw: Any) -> Any:
+            lock = self._call_lock
+            with lock:
+                read = fn(self, *args, **kw)
+
+            @functools.wraps(read)
+            def locked_read(*a: Any, **k: Any) -> Any:
+                with lock:
+                    return read(*a, **k)
+            return locked_read
+        wrapper = reader
+    else:
+        @functools.wraps(fn)
+        def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+            with self._call_lock:
+                return fn(self, *args, **kw)
+    wrapper.__web10g_serialised__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 def _vars_key(vars: Vars) -> Any:
     if vars is None:
         return None
@@ -135,6 +178,26 @@ class BaseAgent:
     meta_fields: list[tuple[str, str]] = []
 
     notes: list[str]
+    #: held by every public call (the threading contract in the module docstring)
+    _call_lock: threading.RLock
+
+    def __new__(cls, *args: Any, **kw: Any) -> Any:
+        self = super().__new__(cls)
+        self._call_lock = threading.RLock()
+        return self
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        for name in SERIALISED & set(vars(cls)):
+            attr = vars(cls)[name]
+            if callable(attr) and not isinstance(attr, (staticmethod, classmethod)):
+                setattr(cls, name, _serialised(name, attr))
+
+    @classmethod
+    def describe_variables(cls) -> str | None:
+        """A backend's own ``getmib`` listing (how it supplies each variable), without
+        opening it; None: the generic listing of ``agent.variables()`` applies."""
+        return None
 
     # -- lifetime --------------------------------------------------------------------
     def close(self) -> None:

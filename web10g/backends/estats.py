@@ -9,10 +9,28 @@ happens in C (csrc/w10g_estats.c) through :mod:`web10g._estats`.
 ``peer=PORT`` (or ``WEB10G_ESTATS_PEER``) sends every request, the controller lookup
 included, to that NETLINK_USERSOCK port instead of the kernel: the test seam for the
 fake kernel in tests/fakekernel.
+
+The peer is a test seam, and NETLINK_USERSOCK lets every local user send to any port
+id, so what a peer-mode agent accepts is narrowed down:
+
+- The socket is connected to the peer: the kernel refuses datagrams from any other port
+  id (the sender gets ECONNREFUSED), and the receive loop drops any that were queued
+  before (``NetlinkSocket.foreign`` counts them). In kernel mode only port id 0 is
+  accepted.
+- The peer must run as root or as the same user as this process (its credentials,
+  SCM_CREDENTIALS, are checked on every datagram; PermissionError otherwise). A
+  privileged process (euid 0) may use the seam, but then only with a root-owned peer:
+  an unprivileged user cannot feed it replies, neither by forging datagrams nor by
+  binding a port id that a stopped peer left behind.
+- A value that is not a decimal port id in 1 ... 4294967295 is refused with
+  :class:`PeerSettingError` (a BackendUnavailable and a ValueError), never an
+  OverflowError. :func:`peer_from_env` parses the variable.
 """
 from __future__ import annotations
 
 import errno
+import os
+import re
 import struct
 import time
 from collections.abc import Iterable
@@ -22,7 +40,7 @@ import numpy as np
 
 from web10g import errors, genl, mib
 from web10g import rows as _rows
-from web10g._estats import Reader
+from web10g._estats import NO_DATA, Reader
 from web10g._netlink import NetlinkSocket, parse_attrs
 from web10g.backends.base import BaseAgent, Capabilities, Vars, _vars_key
 
@@ -34,6 +52,43 @@ CMD_WRITE_VAR, CMD_INIT, CMD_TIMESTAMP = 3, 4, 5
 _WIDTHS = {"u8": 1, "u16": 2, "u32": 4, "s32": 4, "u64": 8}
 # Replies are ~1.2 KB; the receive queue must hold a whole watch-list batch of them.
 _RCVBUF = 4 << 20
+
+
+PEER_ENV = "WEB10G_ESTATS_PEER"
+
+
+class PeerSettingError(errors.BackendUnavailable, ValueError):
+    """``peer=`` / ``WEB10G_ESTATS_PEER`` is not a netlink port id (1 ... 4294967295)."""
+
+
+def check_peer(peer: Any, source: str = "peer") -> int:
+    """``peer`` as a netlink port id; PeerSettingError naming ``source`` otherwise.
+
+    Strings must be plain ASCII decimal digits (no sign, spaces, underscores or other
+    scripts' digits)."""
+    if isinstance(peer, str):
+        if not re.fullmatch(r"[0-9]{1,10}", peer):
+            raise PeerSettingError(
+                f"{source}={peer!r} is not a netlink port id (decimal digits, 1 ... "
+                f"4294967295); unset it to use the kernel")
+        value = int(peer)
+    elif isinstance(peer, (int, np.integer)) and not isinstance(peer, bool):
+        value = int(peer)
+    else:
+        raise PeerSettingError(f"{source}={peer!r} is not a netlink port id (an int in "
+                               "1 ... 4294967295)")
+    if not 1 <= value <= 0xFFFFFFFF:
+        raise PeerSettingError(f"{source}={peer!r} is out of range: netlink port ids are "
+                               "1 ... 4294967295 (0 is the kernel)")
+    return value
+
+
+def peer_from_env() -> int | None:
+    """The port id in ``WEB10G_ESTATS_PEER``, None when unset or empty."""
+    text = os.environ.get(PEER_ENV)
+    if not text:
+        return None
+    return check_peer(text, PEER_ENV)
 
 
 def _genl(cmd: int) -> bytes:
@@ -48,8 +103,9 @@ def _attr(atype: int, payload: bytes) -> bytes:
 class EstatsAgent(BaseAgent):
     """Reads every connection the Web10G kernel instruments. Use :func:`web10g.open`.
 
-    One thread at a time (a second thread gets a clear RuntimeError); ``clone()`` for
-    another.
+    Threads may share it: each call holds the agent's lock (see web10g.backends.base);
+    ``clone()`` gives another thread its own socket for parallel reads. ``peer``: see
+    the module docstring (connected socket, sender and credential checks).
     """
 
     backend = "estats"
@@ -65,6 +121,8 @@ class EstatsAgent(BaseAgent):
             raise ValueError("the tcp_estats family is not namespace-aware: it can only be "
                              "used from the initial network namespace, and it lists the "
                              "connections of every namespace (web10g-abi.md section 2)")
+        if peer is not None:
+            peer = check_peer(peer)
         self.peer = peer
         self._timeout = timeout
         protocol = NETLINK_USERSOCK if peer is not None else NETLINK_GENERIC
@@ -209,12 +267,24 @@ class EstatsAgent(BaseAgent):
 
     def list_conns(self, *, filter: Any = None, states: Any = None, family: Any = None,
                    active_within: float | None = None) -> np.ndarray:
-        """Every connection's identity (LIST_CONNS; state needs no extra request here)."""
+        """Every connection's identity (LIST_CONNS).
+
+        LIST_CONNS carries no state (the rows say 0), and the module lists only the
+        connections it instruments, which are all in the "open" states. So a selection
+        that covers every open state ("open", "all", the default) filters nothing, and a
+        narrower one ("established") costs one READ_ALL of the state alone."""
         reader, key = self._reader(None, identity_only=True)
         target = self._fresh(reader.dtype, self._seen[key])
         arr, n, _ = reader.list_conns(target, self._token(active_within))
         self._seen[key] = n
-        keep = _rows.select(arr[:n], filter, states, family, default_states=False)
+        keep = _rows.select(arr[:n], filter, None, family, default_states=False)
+        if states is not None:
+            mask = _rows.parse_states(states)
+            opened = _rows.STATE_GROUPS[_rows.DEFAULT_STATES]
+            if mask & opened != opened:
+                inside = self.read_all([], states=states)["cid"]
+                ok = np.isin(arr[:n]["cid"], inside)
+                keep = ok if keep is None else keep & ok
         return self._deliver(arr, n, keep, None, target)
 
     def read_vars(self, cid: int, vars: None | str | Iterable[Any] = None) -> np.void:
@@ -222,14 +292,20 @@ class EstatsAgent(BaseAgent):
         rows, problems = self.read_many([cid], vars)
         if int(cid) in problems:
             raise problems[int(cid)]
+        if len(rows) != 1:       # read_many matched replies to requests; cannot happen
+            raise errors.MalformedReply(f"tcp_estats READ_VARS of connection {cid}: "
+                                        f"{len(rows)} rows for one request")
         return rows[0]
 
     def read_many(self, cids: Iterable[int], vars: None | str | Iterable[Any] = None
                   ) -> tuple[np.ndarray, dict[int, Exception]]:
         """READ_VARS for a watch list: all requests in one send where the socket allows.
 
-        Returns the rows of the connections that answered, and for the others the
-        exception explaining why (FlowNotFound, PermissionError).
+        Returns the rows of the connections that answered, in request order, and for the
+        others the exception explaining why (FlowNotFound, PermissionError, or
+        MalformedReply when the module acknowledged a request without its data). Each
+        reply is matched to its request (a data message naming another CID, or a second
+        one, is a MalformedReply for the whole call).
         """
         ids = np.asarray(list(cids) if not isinstance(cids, np.ndarray) else cids)
         if ids.size and (ids.min() < 1 or ids.max() > 0x7FFFFFFF):
@@ -243,6 +319,10 @@ class EstatsAgent(BaseAgent):
             if err == errno.EINVAL:
                 problems[cid] = errors.FlowNotFound(
                     f"connection {cid} does not exist (any more): the module answered EINVAL")
+            elif err == NO_DATA:
+                problems[cid] = errors.MalformedReply(
+                    f"tcp_estats READ_VARS of connection {cid}: the module acknowledged the "
+                    "request but sent no data message for it")
             elif err == errno.EACCES:
                 problems[cid] = PermissionError(
                     errno.EACCES, f"tcp_estats READ_VARS of connection {cid}: it belongs to "

@@ -90,8 +90,8 @@ def _read_sysctl(name: str, default: int) -> int:
 class SockDiagAgent(BaseAgent):
     """Reads every TCP flow of one network namespace through NETLINK_SOCK_DIAG.
 
-    Use :func:`web10g.open`. One thread at a time (netlink carries one request at a time
-    per socket: a second thread gets a clear RuntimeError); ``clone()`` for another.
+    Use :func:`web10g.open`. Threads may share it (calls are serialised, see
+    :mod:`web10g.backends.base`); ``clone()`` gives a thread its own for parallel reads.
     """
 
     backend = "sock_diag"

@@ -13,19 +13,57 @@ import sys
 import web10g
 from web10g import errors, mib
 from web10g.backends import BACKENDS
-from web10g.cli._common import ArgumentParser, fail, print_json
+from web10g.cli._common import ArgumentParser, fail, print_json, run_tool
+
+DESCRIPTION = """\
+Print the variables (MIB) a backend provides, in the classic getmib format: per table,
+each name with its type code. estats: the Web10G kernel module's own list. sock_diag
+(any stock kernel): the Web10G variables web10g can supply from inet_diag/tcp_info,
+then the stock-only extras. --builtin LAYOUT: web10g's built-in table of a module
+layout, without asking the kernel.
+
+--csv: one line per variable with a header (table, index, name, type_code, ...);
+--json: a list of objects with the same fields."""
+
+EPILOG = "classic: web10g-getmib"
 
 
 def _parser(prog: str) -> ArgumentParser:
-    p = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="whose variables to list (auto: estats when the Web10G kernel "
                         "module is loaded, else sock_diag)")
     p.add_argument("--builtin", nargs="?", const="head", choices=mib.LAYOUTS, metavar="LAYOUT",
                    help="print web10g's built-in table of a module layout "
                         "(head, middle, old) without asking the kernel")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="JSON output (a list of objects)")
+    g.add_argument("--csv", action="store_true", help="CSV output with a header line")
     return p
+
+
+def print_csv(records: list[dict]) -> None:
+    """Records as CSV; nested objects (the sock_diag mapping) become prefixed columns."""
+    import csv
+
+    flat = [{f"{k}_{k2}" if isinstance(v, dict) else k: v2
+             for k, v in r.items()
+             for k2, v2 in (v.items() if isinstance(v, dict) else [(k, v)])}
+            for r in records]
+    columns = list(dict.fromkeys(k for r in flat for k in r))
+    lead = [k for k in ("table", "index", "name", "type_code") if k in columns]
+    columns = lead + [k for k in columns if k not in lead]
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(columns)
+    for r in flat:
+        w.writerow(["" if r.get(k) is None else r[k] for k in columns])
+
+
+def print_records(records: list[dict], as_csv: bool) -> None:
+    if as_csv:
+        print_csv(records)
+    else:
+        print_json(records)
 
 
 def _as_dict(v: mib.Variable) -> dict:
@@ -55,11 +93,22 @@ def _format_sock_diag(variables: list[mib.Variable]) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "web10g-getmib") -> int:
+    return run_tool(prog, lambda: _run(argv, prog))
+
+
+def _run(argv: list[str] | None, prog: str) -> int:
     args = _parser(prog).parse_args(argv)
+    if args.backend != "auto" and not (args.builtin or args.json or args.csv):
+        from web10g.backends import backend_class
+
+        own = backend_class(args.backend).describe_variables()
+        if own is not None:             # the backend's own listing (ebpf: class and hook)
+            sys.stdout.write(own)
+            return 0
     if args.builtin:
         lay = mib.layout(args.builtin)
-        if args.json:
-            print_json([_as_dict(v) for v in lay.variables()])
+        if args.json or args.csv:
+            print_records([_as_dict(v) for v in lay.variables()], args.csv)
         else:
             sys.stdout.write(mib.format_getmib(lay))
         return 0
@@ -72,16 +121,16 @@ def main(argv: list[str] | None = None, prog: str = "web10g-getmib") -> int:
         variables = agent.variables()
         if agent.mib_tables is not None:
             # the module's own INIT reply, verbatim, as the classic tool prints it
-            if args.json:
-                print_json([{"table": mib.TABLES[t], "index": i, "name": name,
-                             "type_code": code}
-                            for t, table in enumerate(agent.mib_tables)
-                            for i, (name, code) in enumerate(table)])
+            if args.json or args.csv:
+                print_records([{"table": mib.TABLES[t], "index": i, "name": name,
+                                "type_code": code}
+                               for t, table in enumerate(agent.mib_tables)
+                               for i, (name, code) in enumerate(table)], args.csv)
             else:
                 sys.stdout.write(mib.format_getmib(agent.mib_tables))
             return 0
-    if args.json:
-        print_json([_as_dict(v) for v in variables])
+    if args.json or args.csv:
+        print_records([_as_dict(v) for v in variables], args.csv)
     else:
         sys.stdout.write(_format_sock_diag(variables))
     return 0
