@@ -1,15 +1,27 @@
-"""The ebpf backend: coverage, read cost against the inet_diag floor, data-path cost.
+"""The ebpf backend: coverage, read cost against the inet_diag floor, kernel memory per
+socket, data-path cost.
 
 Read cost, at each size N (N established loopback sockets held by _pairs.py, opened
 after the programs were loaded, so every one has its sk_storage counters), interleaved
-round by round:
+round by round, each ebpf figure divided by the floor of the same round:
 
   floor 0x02   dump_floor.c: inet_diag dump, states 0xfff, idiag_ext = INFO only, every
                datagram read and discarded: the tcp_info-only kernel floor
-  iter raw     open() + read() of the pinned iterator to its end, no decoding: the
-               ebpf kernel cost (full record: identity, tcp_sock fields, storage counters)
+  iter raw     open() + read() of the pinned iterator to its end into one reused buffer,
+               no decoding: the ebpf kernel cost (full record: identity, tcp_sock fields,
+               storage counters)
   read_all     EbpfAgent.read_all(states="all", out=buf): every ebpf variable decoded
-               into numpy rows
+               into numpy rows (the "full-MIB read" of the target)
+
+Wall-clock time is the figure of the target; CPU time (this thread's user + system time,
+CLOCK_THREAD_CPUTIME_ID, as dump_floor reports its own) is shown beside it, because other
+work on a shared machine delays the wall clock far more than it does CPU time.
+
+Kernel memory per socket: the bytes the sk_storage charges to each socket (sk_omem_alloc,
+ss -m "o": the storage element and the socket's bpf_local_storage), what the slab
+allocator really hands out for them (the kmalloc caches of /proc/slabinfo, N sockets
+opened with and without the programs, rounds interleaved), and the map's own memory
+(bpftool memlock).
 
 Data-path cost: a C 1-byte request/response loop over loopback (TCP_NODELAY, pinned
 to one CPU when there are two), with no programs, the default hook set (events only)
@@ -24,23 +36,27 @@ Needs root (it loads the programs under its own pin directory and unloads them).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_lines, median, table  # noqa: E402
+from _common import Results, add_results_args, machine_lines  # noqa: E402
 from _pairs import Pairs, PairsError  # noqa: E402
 from bench_read_all import FloorServer, build_floor  # noqa: E402
 
 from web10g import mib  # noqa: E402
 from web10g.backends import ebpf_loader as L  # noqa: E402
 
-TARGET = 1.0          # full-MIB ebpf read / inet_diag INFO floor (stretch 0.8)
+TARGET = 1.0          # full-MIB ebpf read / inet_diag INFO floor
+STRETCH = 0.8
 PIN = f"/sys/fs/bpf/web10g_bench_{os.getpid()}"
 
 PINGPONG_C = r"""
@@ -90,7 +106,7 @@ int main(int argc, char **argv) {
 """
 
 
-def coverage() -> None:
+def coverage(res: Results) -> None:
     avail_full, _ = mib.ebpf_availability(0x1F)
     avail_def, _ = mib.ebpf_availability(0x0F)
     sd = [v for v in mib.variables(backend="sock_diag") if not v.is_stock]
@@ -103,15 +119,38 @@ def coverage() -> None:
         rows.append((label, len(vs), sum(cls(v) == "exact" for v in vs),
                      sum(cls(v) == "approx" for v in vs),
                      sum(cls(v) == "derived" for v in vs)))
-    print("== coverage of the 124 HEAD variables")
-    print(table(["backend", "available", "exact", "approx", "derived"], rows, "lrrrr"))
+    res.table("coverage", "== coverage of the 124 HEAD variables",
+              ["backend", "available", "exact", "approx", "derived"], rows, align="lrrrr",
+              readme=True)
+    res.target("coverage", "ebpf variables available (full mode)", len(avail_full), 100,
+               ">=", unit="")
 
 
-def read_cost(sizes: list[int], rounds: int, tmp: str) -> None:
+def _raw_reader(path: str) -> Any:
+    """open() + read() to the end into one reused 1 MiB buffer (each read() of a BPF
+    iterator returns at most its 32 KiB seq_file buffer, whatever the size asked)."""
+    buf = bytearray(1 << 20)
+
+    def raw() -> int:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            total = 0
+            while True:
+                n = os.readv(fd, [buf])
+                if not n:
+                    return total
+                total += n
+        finally:
+            os.close(fd)
+    return raw
+
+
+def read_cost(res: Results, sizes: list[int], rounds: int, tmp: str) -> None:
     from web10g.backends.ebpf import EbpfAgent
 
     floor = FloorServer(build_floor(tmp))
     out_rows = []
+    targets: list[tuple[int, int, float, float]] = []
     try:
         for n in sizes:
             try:
@@ -123,21 +162,10 @@ def read_cost(sizes: list[int], rounds: int, tmp: str) -> None:
             try:
                 agent = EbpfAgent(pin_dir=PIN)
                 buf = np.empty(n + n // 4 + 1024, agent.dtype())
-                path = os.path.join(PIN, "iter")
-
-                def raw(path: str = path) -> int:
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        total = 0
-                        while True:
-                            b = os.read(fd, 1 << 16)
-                            if not b:
-                                return total
-                            total += len(b)
-                    finally:
-                        os.close(fd)
-
-                res: dict[str, list[float]] = {"floor": [], "raw": [], "read_all": []}
+                raw = _raw_reader(os.path.join(PIN, "iter"))
+                # per round: (floor wall, floor cpu, raw wall, read_all wall, read_all cpu)
+                t: dict[str, list[float]] = {k: [] for k in ("floor", "floor_cpu", "raw",
+                                                             "read_all", "read_all_cpu")}
                 count = 0
                 for _ in range(2):                          # warm-up
                     floor.run(0x02)
@@ -148,35 +176,156 @@ def read_cost(sizes: list[int], rounds: int, tmp: str) -> None:
                     order = order[r % 3:] + order[:r % 3]
                     for m in order:
                         if m == "floor":
-                            res[m].append(floor.run(0x02)["median_ns"] / 1e9)
+                            f = floor.run(0x02)
+                            t["floor"].append(f["median_ns"])
+                            t["floor_cpu"].append(f["cpu_median_ns"])
                         elif m == "raw":
-                            t0 = time.perf_counter()
+                            t0 = time.perf_counter_ns()
                             raw()
-                            res[m].append(time.perf_counter() - t0)
+                            t["raw"].append(time.perf_counter_ns() - t0)
                         else:
-                            t0 = time.perf_counter()
+                            c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
                             count = len(agent.read_all(states="all", out=buf))
-                            res[m].append(time.perf_counter() - t0)
+                            t["read_all"].append(time.perf_counter_ns() - t0)
+                            t["read_all_cpu"].append(time.thread_time_ns() - c0)
                 agent.close()
-                f = np.array(res["floor"])
-                ratios_raw = np.array(res["raw"]) / f
-                ratios_all = np.array(res["read_all"]) / f
-                out_rows.append((f"{count:,}", f"{np.median(f) / count * 1e9:.0f}",
-                                 f"{median(res['raw']) / count * 1e9:.0f}",
-                                 f"{median(res['read_all']) / count * 1e9:.0f}",
-                                 f"{np.median(ratios_raw):.2f}x",
-                                 f"{np.median(ratios_all):.2f}x"))
+                a = {k: np.array(v, float) for k, v in t.items()}
+                ratio_raw = float(np.median(a["raw"] / a["floor"]))
+                ratio_all = float(np.median(a["read_all"] / a["floor"]))
+                ratio_cpu = float(np.median(a["read_all_cpu"] / a["floor_cpu"]))
+                per = {k: float(np.median(v)) / count for k, v in a.items()}
+                out_rows.append((f"{count:,}", f"{per['floor']:.0f}", f"{per['raw']:.0f}",
+                                 f"{per['read_all']:.0f}", f"{ratio_raw:.2f}x",
+                                 f"{ratio_all:.2f}x", f"{per['floor_cpu']:.0f}",
+                                 f"{per['read_all_cpu']:.0f}", f"{ratio_cpu:.2f}x"))
+                res.figure(f"read_cost_{n}", {"sockets": count, "ns_per_socket": per,
+                                              "ratio_raw": ratio_raw, "ratio_read_all":
+                                              ratio_all, "ratio_read_all_cpu": ratio_cpu,
+                                              "rounds_ns": t})
+                targets.append((n, count, ratio_all, ratio_cpu))
             finally:
                 pairs.__exit__(None, None, None)
     finally:
         floor.close()
-    print(f"\n== read cost, {rounds} interleaved rounds (target: full-MIB read <= {TARGET}x "
-          "the inet_diag INFO floor; stretch 0.8x)")
-    print(table(["sockets", "floor ns/sock", "iter raw ns/sock", "read_all ns/sock",
-                 "raw / floor", "read_all / floor"], out_rows))
+    res.table("read_cost", f"== read cost, {rounds} interleaved rounds (target: full-MIB read "
+              f"<= {TARGET}x the inet_diag INFO floor; stretch {STRETCH}x); ns per socket, "
+              "ratios are medians of per-round ratios",
+              ["sockets", "floor ns", "iter raw ns", "read_all ns", "raw / floor",
+               "read_all / floor", "floor cpu ns", "read_all cpu ns", "cpu ratio"], out_rows,
+              readme=True, notes=["floor: inet_diag dump, states 0xfff, INFO only, no "
+                                  "decoding (dump_floor.c); wall clock unless 'cpu'"])
+    for n, count, ratio_all, ratio_cpu in targets:
+        what = {"sockets": count, "states": "0xfff", "vars": "all (full mode)"}
+        res.target(f"read_cost_{n}", f"full-MIB ebpf read_all / inet_diag INFO floor, "
+                   f"{count:,} sockets (wall, paired per round)", ratio_all, TARGET,
+                   what=what, detail=f"cpu time {ratio_cpu:.2f}x")
+        res.target(f"read_cost_{n}_stretch", f"stretch: the same, {count:,} sockets",
+                   ratio_all, STRETCH, what=what)
 
 
-def data_path(tmp: str, trips: int, rounds: int) -> None:
+# -- kernel memory per socket --------------------------------------------------------------
+
+def _optmem_mean() -> float:
+    """Mean sk_omem_alloc ("o" of ss -m) over the established TCP sockets."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established"], capture_output=True,
+                         text=True, check=True).stdout
+    vals = [int(m) for m in re.findall(r"skmem:\([^)]*\bo(\d+)", out)]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def _map_memlock() -> tuple[int, int]:
+    """(value size, bytes_memlock) of the loaded sk_storage map, from bpftool."""
+    link = json.loads(subprocess.run(["bpftool", "-j", "link", "show", "pinned",
+                                      os.path.join(PIN, "iter")], capture_output=True,
+                                     text=True, check=True).stdout)
+    prog = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id",
+                                      str(link["prog_id"])], capture_output=True, text=True,
+                                     check=True).stdout)
+    for mid in prog.get("map_ids", []):
+        m = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(mid)],
+                                      capture_output=True, text=True, check=True).stdout)
+        if m.get("type") == "sk_storage":
+            return int(m["bytes_value"]), int(m.get("bytes_memlock", 0))
+    return 0, 0
+
+
+def _kmalloc_bytes() -> int:
+    """Bytes in use in the kmalloc caches (kmalloc-N and kmalloc-cg-N of /proc/slabinfo:
+    active objects x object size), where the sk_storage elements and each socket's
+    bpf_local_storage live; 0 when slabinfo cannot be read."""
+    total = 0
+    try:
+        with open("/proc/slabinfo") as fh:
+            for line in fh:
+                f = line.split()
+                if len(f) > 3 and re.fullmatch(r"kmalloc-(cg-)?\d+", f[0]):
+                    total += int(f[1]) * int(f[3])
+    except (OSError, ValueError):
+        return 0
+    return total
+
+
+def _kmalloc_size(n: int) -> int:
+    for size in (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192):
+        if n <= size:
+            return size
+    return n
+
+
+def kernel_memory(res: Results, n: int, rounds: int) -> None:
+    """Per socket: charged (sk_omem_alloc) and allocated (the kmalloc caches of
+    /proc/slabinfo) with the programs loaded, minus the same without them, N sockets each
+    time, rounds interleaved."""
+    slab: dict[bool, list[float]] = {True: [], False: []}
+    optmem: dict[bool, list[float]] = {True: [], False: []}
+    value_size, memlock = 0, 0
+    sockets = n
+    for r in range(rounds):
+        for loaded in ((True, False) if r % 2 == 0 else (False, True)):
+            L.unload(PIN)
+            if loaded:
+                L.load(PIN, full=True)
+                value_size, memlock = _map_memlock()
+            time.sleep(0.5)
+            s0 = _kmalloc_bytes()
+            try:
+                with Pairs(n) as p:
+                    time.sleep(0.5)
+                    s1 = _kmalloc_bytes()
+                    optmem[loaded].append(_optmem_mean())
+                    sockets = getattr(p, "sockets", n)
+            except PairsError as exc:
+                print(f"  kernel memory: cannot hold {n} sockets here ({exc})")
+                return
+            slab[loaded].append((s1 - s0) / sockets)
+    L.unload(PIN)
+    L.load(PIN, full=True)
+    charged = float(np.median(optmem[True]) - np.median(optmem[False]))
+    allocated = float(np.median(slab[True]) - np.median(slab[False]))
+    elem = 72 + value_size            # struct bpf_local_storage_elem header + the value
+    storage = charged - elem          # struct bpf_local_storage (one per socket)
+    expected = _kmalloc_size(elem) + _kmalloc_size(int(storage)) if storage > 0 else 0
+    rows = [
+        ("sk_storage value (struct w10g_eb_sk)", f"{value_size} B"),
+        ("charged to the socket (sk_omem_alloc, ss -m 'o')", f"{charged:.0f} B"),
+        ("  = element (72 B header + value) + bpf_local_storage",
+         f"{elem} + {storage:.0f} B"),
+        ("kmalloc size classes of those two", f"{expected} B"),
+        ("allocated (kmalloc caches, loaded - not loaded)", f"{allocated:.0f} B"),
+        ("the map itself (bpftool memlock, not per socket)", f"{memlock:,} B"),
+    ]
+    res.table("kernel_memory", f"== kernel memory per socket ({sockets:,} sockets, "
+              f"{rounds} rounds with and without the programs)", ["what", "bytes"], rows,
+              align="lr", readme=True,
+              notes=["the kmalloc caches move with everything else the machine does: the "
+                     "charged figure is exact, the allocated one an estimate"])
+    res.figure("kernel_memory", {"value_size": value_size, "charged": charged,
+                                 "allocated_slab": allocated, "kmalloc_classes": expected,
+                                 "map_memlock": memlock, "slab_rounds": slab,
+                                 "optmem_rounds": optmem})
+
+
+def data_path(res: Results, tmp: str, trips: int, rounds: int) -> None:
     exe = os.path.join(tmp, "pingpong")
     src = exe + ".c"
     with open(src, "w") as fh:
@@ -186,7 +335,7 @@ def data_path(tmp: str, trips: int, rounds: int) -> None:
     if (os.cpu_count() or 1) >= 2 and subprocess.run(["which", "taskset"],
                                                      capture_output=True).returncode == 0:
         cmd = ["taskset", "-c", "1", *cmd]
-    res: dict[str, list[float]] = {"none": [], "default": [], "full": []}
+    t: dict[str, list[float]] = {"none": [], "default": [], "full": []}
     for r in range(rounds):
         order = ["none", "default", "full"]
         order = order[r % 3:] + order[:r % 3]
@@ -194,23 +343,32 @@ def data_path(tmp: str, trips: int, rounds: int) -> None:
             L.unload(PIN)
             if mode != "none":
                 L.load(PIN, full=mode == "full")
-            res[mode].append(float(subprocess.run(cmd, capture_output=True, text=True,
-                                                  check=True).stdout))
-    none = np.array(res["none"])
+            t[mode].append(float(subprocess.run(cmd, capture_output=True, text=True,
+                                                check=True).stdout))
+    none = np.array(t["none"])
     rows = []
+    cost = {}
     for mode in ("none", "default", "full"):
-        v = np.array(res[mode])
-        rows.append((mode, f"{np.median(v):,.0f}", f"{np.median(v / none):.3f}",
-                     f"{(np.median(v / none) - 1) * 100:+.1f}%"))
-    print(f"\n== data path: 1-byte request/response, {trips:,} round trips x {rounds} "
-          "rounds (target: default hooks cost <= 5%)")
-    print(table(["programs", "round trips/s", "vs none", "change"], rows, "lrrr"))
+        v = np.array(t[mode])
+        ratio = float(np.median(v / none))
+        cost[mode] = (1 - ratio) * 100
+        rows.append((mode, f"{np.median(v):,.0f}", f"{ratio:.3f}", f"{(ratio - 1) * 100:+.1f}%"))
+    res.table("data_path", f"== data path: 1-byte request/response, {trips:,} round trips x "
+              f"{rounds} rounds (target: default hooks cost <= 5%)",
+              ["programs", "round trips/s", "vs none", "change"], rows, align="lrrr",
+              readme=True)
+    res.figure("data_path", t)
+    res.target("data_path_default", "round trips/s lost with the default hook set",
+               cost["default"], 5.0, unit="%")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sizes", default=None)
+    p.add_argument("--no-memory", action="store_true", help="skip the kernel-memory rounds")
+    p.add_argument("--no-data-path", action="store_true", help="skip the round-trip rounds")
+    add_results_args(p)
     args = p.parse_args()
     reason = L.unusable_reason()
     if reason:
@@ -218,15 +376,21 @@ def main() -> int:
         return 0
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
         [2000] if args.quick else [20000, 100000])
+    res = Results("bench_ebpf", args, "ebpf backend: coverage, read cost against the "
+                  "inet_diag floor, kernel memory per socket, data-path cost")
     print("\n".join(machine_lines()))
-    coverage()
+    coverage(res)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             L.load(PIN, full=True)
-            read_cost(sizes, 5 if args.quick else 11, tmp)
-            data_path(tmp, 20000 if args.quick else 100000, 3 if args.quick else 5)
+            read_cost(res, sizes, 5 if args.quick else 11, tmp)
+            if not args.no_memory:
+                kernel_memory(res, 2000 if args.quick else 20000, 2 if args.quick else 4)
+            if not args.no_data_path:
+                data_path(res, tmp, 20000 if args.quick else 100000, 3 if args.quick else 5)
         finally:
             L.unload(PIN)
+    res.save()
     return 0
 
 

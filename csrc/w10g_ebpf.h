@@ -175,6 +175,16 @@ int w10g_eb_decode(const uint8_t *buf, size_t len, struct w10g_eb_sink *s);
  * *len. 0 or -errno. */
 int w10g_eb_read_all(int fd, uint8_t **buf, size_t *cap, size_t *len);
 
+/* read() ``fd`` to its end, decoding the records of each read while they are still in
+ * the cache (no copy of the whole output is kept: recordings use w10g_eb_read_all).
+ * *buf is a reusable buffer of at least W10G_EB_CHUNK bytes (allocated here when
+ * smaller). Each read() of a BPF iterator returns at most one seq_file buffer (8 pages,
+ * 32 KiB on x86), so a larger buffer would not cut the number of system calls. The byte
+ * count read goes to *total. 0, -errno (read), -EBADMSG or -ENOMEM (decode). */
+#define W10G_EB_CHUNK (256u * 1024u)
+int w10g_eb_read_decode(int fd, uint8_t **buf, size_t *cap, struct w10g_eb_sink *s,
+                        size_t *total);
+
 const char *w10g_eb_field_name(int field);
 const char *w10g_eb_field_kind(int field);
 size_t w10g_eb_rec_size(void);

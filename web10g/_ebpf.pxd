@@ -36,6 +36,8 @@ cdef extern from "w10g_ebpf.h" nogil:
 
     int w10g_eb_decode(const uint8_t *buf, size_t len, w10g_eb_sink *s)
     int w10g_eb_read_all(int fd, uint8_t **buf, size_t *cap, size_t *len)
+    int w10g_eb_read_decode(int fd, uint8_t **buf, size_t *cap, w10g_eb_sink *s,
+                            size_t *total)
     const char *w10g_eb_field_name(int field)
     const char *w10g_eb_field_kind(int field)
     size_t w10g_eb_rec_size()

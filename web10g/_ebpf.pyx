@@ -3,9 +3,10 @@
 
 A :class:`Decoder` holds the column offsets of one output dtype (checked once, here),
 the state and family masks, and a reusable read buffer. ``read(fd, out)`` reads the
-pinned iterator to its end and decodes every record without the GIL; rows beyond
-``out``'s capacity go to a spill area and ``out`` is grown afterwards. Errors are raised
-after the nogil block.
+pinned iterator to its end and decodes every record without the GIL, each read()'s
+records right after that read (while they are in the cache; ``keep=True`` keeps the
+whole output instead, for recordings); rows beyond ``out``'s capacity go to a spill
+area and ``out`` is grown afterwards. Errors are raised after the nogil block.
 """
 import errno as _errno
 import os
@@ -20,7 +21,8 @@ from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME, CLOCK_MONOTONIC
 
 from web10g._ebpf cimport (
     W10G_EB_NFIELDS, W10G_EB_P_INFO, W10G_EB_P_COUNTERS, W10G_EB_P_SEQ, w10g_eb_config,
-    w10g_eb_sink, w10g_eb_decode, w10g_eb_read_all, w10g_eb_field_name, w10g_eb_field_kind,
+    w10g_eb_sink, w10g_eb_decode, w10g_eb_read_all, w10g_eb_read_decode, w10g_eb_field_name,
+    w10g_eb_field_kind,
     w10g_eb_rec_size, w10g_eb_hdr_size,
 )
 from web10g._rows cimport check_out, grow_rows
@@ -122,9 +124,11 @@ cdef class Decoder:
                          &sink.spill, sink.n,
                          max(2 * sink.capacity, sink.n + sink.n // 4, <size_t>64))
 
-    def read(self, int fd, out=None):
+    def read(self, int fd, out=None, *, bint keep=False):
         """Read ``fd`` (a freshly opened pinned iterator) to its end and decode it into
-        ``out``; ``(array, n)`` as the sock_diag Dumper."""
+        ``out``; ``(array, n)`` as the sock_diag Dumper. ``keep``: keep the raw bytes for
+        :meth:`last_bytes` (recordings); otherwise each read() is decoded as it arrives
+        in a buffer that stays in the cache."""
         cdef w10g_eb_sink sink
         cdef int rc, drc = 0
         cdef size_t used = 0
@@ -133,10 +137,15 @@ cdef class Decoder:
         with nogil:
             sink.now_ns = _clock(CLOCK_REALTIME)
             sink.mono_to_real_ns = sink.now_ns - _clock(CLOCK_MONOTONIC)
-            rc = w10g_eb_read_all(fd, &self.buf, &self.cap, &used)
-            if rc == 0:
-                drc = w10g_eb_decode(self.buf, used, &sink)
-        self.used = used
+            if keep:
+                rc = w10g_eb_read_all(fd, &self.buf, &self.cap, &used)
+                if rc == 0:
+                    drc = w10g_eb_decode(self.buf, used, &sink)
+            else:
+                rc = w10g_eb_read_decode(fd, &self.buf, &self.cap, &sink, &used)
+        if not keep and (rc == -_errno.EBADMSG or rc == -_errno.ENOMEM):
+            drc, rc = rc, 0                 # a decoding error, not a read error
+        self.used = used if keep else 0
         self.last_now_ns = sink.now_ns
         self.last_offset_ns = sink.mono_to_real_ns
         if rc < 0:
@@ -154,7 +163,7 @@ cdef class Decoder:
         return self._finish(out, &sink), sink.n
 
     def last_bytes(self):
-        """The raw bytes of the last read (for recordings)."""
+        """The raw bytes of the last ``read(keep=True)`` (for recordings)."""
         return (<char *>self.buf)[:self.used] if self.used else b""
 
     def decode(self, const uint8_t[::1] data, out=None, *, long long now_ns=0,

@@ -22,6 +22,7 @@ import mmap
 import os
 import struct
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,7 @@ def presence(selected: list[mib.Variable]) -> _rows.Presence:
 # -- the bpf() syscall, for root's writes and the ring buffer ----------------------------------
 
 _SYS_BPF = 321
-_BPF_MAP_UPDATE_ELEM, _BPF_OBJ_GET, _BPF_OBJ_GET_INFO_BY_FD = 2, 7, 15
+_BPF_MAP_LOOKUP_ELEM, _BPF_MAP_UPDATE_ELEM, _BPF_OBJ_GET, _BPF_OBJ_GET_INFO_BY_FD = 1, 2, 7, 15
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -114,6 +115,14 @@ def _read_fd(fd: int) -> bytes:
         if not b:
             return b"".join(chunks)
         chunks.append(b)
+
+
+def _map_lookup(fd: int, key: bytes, size: int) -> bytes:
+    k = ctypes.create_string_buffer(key)
+    v = ctypes.create_string_buffer(size)
+    _bpf(_BPF_MAP_LOOKUP_ELEM, struct.pack("<IIQQQ", fd, 0, ctypes.addressof(k),
+                                           ctypes.addressof(v), 0))
+    return v.raw
 
 
 def _map_update(fd: int, key: bytes, value: bytes) -> None:
@@ -178,6 +187,8 @@ class EbpfAgent(BaseAgent):
         self._seen: dict[Any, int] = {}
         self._tap: bytearray | None = None
         self._ring: _Ring | None = None
+        #: close records the ring buffer lost (full) since watch_closed(), any namespace
+        self.closed_lost = 0
         self._busy = threading.Lock()
         self.notes: list[str] = []
         if self.header["reader_uid"] != 0:
@@ -200,17 +211,17 @@ class EbpfAgent(BaseAgent):
 
     # -- reading ---------------------------------------------------------------------
     def _open_iter(self) -> int:
-        try:
-            with _netns.entered(self.netns):
+        # (entering a namespace that is gone raises its own FileNotFoundError, which
+        # names the namespace: only the open below means "not loaded")
+        with _netns.entered(self.netns):
+            try:
                 return os.open(self._iter, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise L.NotLoaded(f"the ebpf programs are not loaded ({self._iter} does not "
-                              "exist; they were unloaded?): run 'web10g ebpf load' as "
-                              "root") from None
-        except PermissionError:
-            raise PermissionError(errno.EACCES, f"{self._iter} is readable by root only: run "
-                                  "as root, or have root load with 'web10g ebpf load "
-                                  "--reader-group GROUP' and join that group") from None
+            except FileNotFoundError:
+                raise L.NotLoaded(L.not_loaded_message(self.pin_dir)) from None
+            except PermissionError:
+                raise PermissionError(errno.EACCES, f"{self._iter} is readable by root only: "
+                                      "run as root, or have root load with 'web10g ebpf "
+                                      "load --reader-group GROUP' and join that group") from None
 
     def _header(self) -> dict[str, Any]:
         fd = self._open_iter()
@@ -256,7 +267,7 @@ class EbpfAgent(BaseAgent):
         try:
             fd = self._open_iter()
             try:
-                arr, n = dec.read(fd, target)
+                arr, n = dec.read(fd, target, keep=self._tap is not None)
             finally:
                 os.close(fd)
             if self._tap is not None:
@@ -359,14 +370,26 @@ class EbpfAgent(BaseAgent):
         if self._ring is None:
             if not self.hooks & L.HOOK_RING:
                 raise errors.NotSupported("the close-record ring buffer was not loaded")
-            self._ring = _Ring(os.path.join(self.pin_dir, "closed"))
+            self._ring = _Ring(os.path.join(self.pin_dir, "closed"),
+                               os.path.join(self.pin_dir, "drops"))
 
     def closed(self, vars: Vars = None) -> np.ndarray:
         """Final statistics (taken at TCP_CLOSE, before tcp_disconnect zeroes counters)
-        of the flows of this namespace that closed since the previous call."""
+        of the flows of this namespace that closed since the previous call.
+
+        The ring buffer holds about 8,300 records (4 MiB); flows that close while it is
+        full are lost, never waited for: the kernel counts them, and this call warns
+        (RuntimeWarning) with how many were lost since the previous call (in any
+        namespace); ``closed_lost`` is the total since the watch began."""
         self.watch_closed()
         assert self._ring is not None
         raw = self._ring.take()
+        lost = self._ring.lost()
+        if lost:
+            self.closed_lost += lost
+            warnings.warn(f"{lost:,} close records were lost since the previous closed(): "
+                          "the ebpf ring buffer (4 MiB, about 8,300 flows) was full; call "
+                          "closed() more often", RuntimeWarning, stacklevel=2)
         dec = _ebpf.Decoder(self.dtype(vars), states=_ALL_STATES, sysctls=self._sysctls,
                             hz=self.hz)
         arr, n = dec.decode(raw, np.empty(max(16, len(raw) // _ebpf.REC_SIZE), dec.dtype),
@@ -403,8 +426,15 @@ class _Ring:
 
     BUSY, DISCARD = 1 << 31, 1 << 30
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, drops: str | None = None) -> None:
         self._fd = _obj_get(path)
+        # the counter of records the programs could not reserve (ring full)
+        try:
+            self._drops_fd = _obj_get(drops) if drops and os.path.exists(drops) else -1
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._drops_seen = self._drops()
         page = mmap.PAGESIZE
         self.size = _map_max_entries(self._fd)
         self._cons = mmap.mmap(self._fd, page, mmap.MAP_SHARED,
@@ -433,10 +463,27 @@ class _Ring:
         struct.pack_into("<Q", self._cons, 0, cons)
         return bytes(out)
 
+    def _drops(self) -> int:
+        if self._drops_fd < 0:
+            return 0
+        try:
+            raw = _map_lookup(self._drops_fd, struct.pack("<I", 0), 8)
+        except OSError:
+            return 0
+        return int(struct.unpack("<Q", raw)[0])
+
+    def lost(self) -> int:
+        """Records lost (ring full) since the previous call."""
+        now = self._drops()
+        lost, self._drops_seen = now - self._drops_seen, now
+        return max(lost, 0)
+
     def close(self) -> None:
         self._cons.close()
         self._data.close()
         os.close(self._fd)
+        if self._drops_fd >= 0:
+            os.close(self._drops_fd)
 
 
 class ReplayDecoder:

@@ -239,6 +239,9 @@ class _Libbpf:
             "bpf_link__pin": (ci, [vp, cp]),
             "bpf_link__destroy": (ci, [vp]),
             "libbpf_get_error": (ctypes.c_long, [vp]),
+            "bpf_obj_get": (ci, [cp]),
+            "bpf_link_detach": (ci, [ci]),
+            "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
             "libbpf_set_print": (vp, [vp]),
         }
         for fn, (res, args) in sig.items():
@@ -326,6 +329,27 @@ def _locked(pin_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
+def not_loaded_message(pin_dir: str) -> str:
+    """Why ``pin_dir``/iter is missing, for the NotLoaded a reader raises: not loaded (or
+    unloaded), or no BPF filesystem at all in this mount namespace (``ip netns exec``
+    remounts /sys and hides /sys/fs/bpf)."""
+    path = os.path.join(pin_dir, "iter")
+    parent = os.path.dirname(os.path.abspath(pin_dir).rstrip("/")) or "/"
+    try:
+        on_bpffs = any(fs == "bpf" and (parent == mp or parent.startswith(mp.rstrip("/") + "/"))
+                       for _, mp, fs in _mounts())
+    except OSError:
+        on_bpffs = True
+    if not on_bpffs:
+        return (f"{path} does not exist: no BPF filesystem is mounted at {parent} in this "
+                "mount namespace ('ip netns exec' remounts /sys and hides /sys/fs/bpf): "
+                "read another network namespace with web10g.open('ebpf', netns=NAME) / "
+                "--netns NAME from the host's mount namespace, or mount -t bpf bpf "
+                "/sys/fs/bpf")
+    return (f"the ebpf programs are not loaded ({path} does not exist; they were "
+            "unloaded?): run 'web10g ebpf load' as root")
+
+
 def is_loaded(pin_dir: str = DEFAULT_PIN_DIR) -> bool:
     return os.path.exists(os.path.join(pin_dir, "iter"))
 
@@ -350,6 +374,10 @@ def load(pin_dir: str = DEFAULT_PIN_DIR, *, full: bool = True, reader_group: str
             raise ValueError(f"no such group: {reader_group!r}") from None
     _ensure_bpffs(pin_dir)
     with _locked(pin_dir):
+        if os.path.isdir(pin_dir) and not is_loaded(pin_dir):
+            # what a loader killed half-way left behind (the reader is pinned first, so
+            # no reader means no complete set): clear it instead of failing on EEXIST
+            _unload_locked(pin_dir)
         if is_loaded(pin_dir):
             if not reload:
                 res = LoadResult(pin_dir=pin_dir, already=True)
@@ -459,11 +487,36 @@ def _set_modes(pin_dir: str, gid: int | None) -> None:
             os.chown(it, 0, gid)
 
 
+def _detach(path: str) -> None:
+    """Detach a pinned link now (BPF_LINK_DETACH). Unpinning alone detaches it only when
+    the kernel frees the pin's inode, after an RCU grace period and a work item: until
+    then the hook keeps running (a flow closing right after unload() would still send a
+    close record). Iterator links cannot be detached (and need not be: they run only when
+    read; an open reader keeps its programs until it closes). Errors are ignored: the
+    unlink that follows is what unload guarantees."""
+    try:
+        lb = _libbpf()
+    except EbpfError:
+        return
+    fd = lb.lib.bpf_obj_get(path.encode())
+    if fd < 0:
+        return
+    try:
+        lb.lib.bpf_link_detach(fd)
+    finally:
+        os.close(fd)
+
+
+_LINK_PINS = frozenset(pin for _g, _p, _b, how, pin in GROUPS if how != "iter")
+
+
 def _unload_locked(pin_dir: str) -> list[str]:
     removed: list[str] = []
     if not os.path.isdir(pin_dir):
         return removed
     for name in sorted(os.listdir(pin_dir)):
+        if name in _LINK_PINS:
+            _detach(os.path.join(pin_dir, name))
         os.unlink(os.path.join(pin_dir, name))
         removed.append(name)
     os.rmdir(pin_dir)
@@ -520,8 +573,7 @@ def read_header(pin_dir: str = DEFAULT_PIN_DIR) -> dict[str, Any]:
     try:
         raw = _read_iter(path, limit=HDR.size)
     except FileNotFoundError:
-        raise NotLoaded(f"the ebpf programs are not loaded ({path} does not exist): run "
-                        "'web10g ebpf load' as root") from None
+        raise NotLoaded(not_loaded_message(pin_dir)) from None
     except PermissionError:
         raise PermissionError(errno.EACCES, f"{path} is readable by root only: run as root, "
                               "or have root load with 'web10g ebpf load --reader-group "
@@ -550,10 +602,36 @@ def status(pin_dir: str = DEFAULT_PIN_DIR) -> dict[str, Any]:
             if hooks & bit and pin not in pins:
                 hooks &= ~bit
     avail, unavail = mib.ebpf_availability(hooks)
+    lost = closed_records_lost(pin_dir)
     return {
         "loaded": True, "pin_dir": pin_dir, "since_ns": hdr["load_realtime_ns"],
         "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hdr["load_realtime_ns"] / 1e9)),
         "mode": "full" if hdr["full"] else "default", "hz": hdr["hz"],
         "hooks": {HOOK_NAMES[b]: bool(hooks & b) for b in HOOK_NAMES}, "hook_bits": hooks,
         "pins": pins, "available": avail, "unavailable": unavail,
+        "closed_records_lost": lost,
     }
+
+
+def closed_records_lost(pin_dir: str = DEFAULT_PIN_DIR) -> int | None:
+    """Close records the ring buffer could not take since the load (it was full: no
+    consumer, or one too slow), in every namespace; None when it cannot be read (not
+    root, not loaded)."""
+    path = os.path.join(pin_dir, "drops")
+    if not os.path.exists(path) or missing_capabilities():
+        return None
+    try:
+        lb = _libbpf()
+    except EbpfError:
+        return None
+    fd = lb.lib.bpf_obj_get(path.encode())
+    if fd < 0:
+        return None
+    try:
+        key = ctypes.c_uint32(0)
+        val = ctypes.c_uint64(0)
+        if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)):
+            return None
+        return int(val.value)
+    finally:
+        os.close(fd)

@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None, prog: str = "web10g ebpf") -> int:
     print("hooks:")
     for name, ok in st["hooks"].items():
         print(f"  {'yes' if ok else 'NO '}  {name}")
+    if st.get("closed_records_lost"):
+        print(f"close records lost (ring buffer full) since the load: "
+              f"{st['closed_records_lost']:,}")
     print(f"variables: {len(st['available'])} available, {len(st['unavailable'])} not")
     if args.variables:
         print("  " + " ".join(st["available"]))
