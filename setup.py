@@ -90,6 +90,7 @@ extensions = [
     Extension("web10g._estats", ["web10g/_estats.pyx", "csrc/w10g_estats.c"], **common),
     Extension("web10g._format", ["web10g/_format.pyx"], **common),
     Extension("web10g._ebpf", ["web10g/_ebpf.pyx", "csrc/w10g_ebpf.c"], **common),
+    Extension("web10g._collect", ["web10g/_collect.pyx"], **common),
 ]
 
 # The ebpf backend's BPF object (clang -target bpf): skipped with a note when the

@@ -9,16 +9,19 @@ CPU is the process's user + system time (every thread, the kernel's dump work in
 per sample, so a loaded machine that delays samples does not change it much. Runs are
 interleaved (bare, parquet, prometheus, bare, ...) and each ratio is the median of the
 per-round ratios. The flows are idle loopback connections held by benchmarks/_pairs.py.
+The Prometheus run is scraped four times a second (far more often than a Prometheus
+server would) by a separate process, as Prometheus would scrape it: the collector's side
+of every scrape (rendering, HTTP) is in its CPU, the HTTP client's is not.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import _common  # noqa: F401
 from _common import machine_lines, median, table
@@ -29,6 +32,18 @@ from web10g.collector import Collector, Config
 from web10g.collector.log import EventLog
 from web10g.collector.prometheus import wanted_vars
 from web10g.collector.service import DEFAULT_VARS
+
+# the scraper: its own process, so that its CPU is not counted as the collector's
+_SCRAPER = r"""
+import sys, time, urllib.request
+url, period, end = sys.argv[1], float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=10) as r:
+        r.read()
+    print(time.perf_counter() - t0, flush=True)
+    time.sleep(period)
+"""
 
 
 def _cpu() -> float:
@@ -58,14 +73,11 @@ def collector(agent, cfg: Config, seconds: float, scrapes: list[float] | None = 
     end = time.monotonic() + seconds
     if scrapes is not None:
         host, port = col.exporter.address
-        while time.monotonic() < end:
-            t0 = time.perf_counter()
-            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
-                r.read()
-            scrapes.append(time.perf_counter() - t0)
-            time.sleep(0.25)
-    else:
-        time.sleep(max(0.0, end - time.monotonic()))
+        out = subprocess.run([sys.executable, "-c", _SCRAPER, f"http://{host}:{port}/metrics",
+                              "0.25", str(seconds)], capture_output=True, text=True,
+                             check=True).stdout
+        scrapes += [float(x) for x in out.split()]
+    time.sleep(max(0.0, end - time.monotonic()))
     n1 = col.samples
     col.stop()
     th.join()
@@ -105,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
               f"flows on the machine), {args.hz:g} Hz, {len(vars_)} variables, "
               f"{seconds:g} s per run, {rounds} round(s)")
         nflows = len(agent.read_all([]))
+        disturbed: list[int] = []
         for r in range(rounds):
+            # the machine's flows, around the round: other work that opens or closes many
+            # flows meanwhile changes what each run samples, and its ratios mean nothing
+            counts = [len(agent.read_all([]))]
             b, nb = bare(agent, vars_, args.hz, seconds)
+            counts.append(len(agent.read_all([])))
             with tempfile.TemporaryDirectory(prefix="w10g-bench-") as d:
                 cfg = Config(parquet=d, interval=1 / args.hz, host="bench",
                              rotate_seconds=3600).check()
@@ -116,16 +133,34 @@ def main(argv: list[str] | None = None) -> int:
                 written = sum(r.sink.writer.rows_written for r in col.runners)
                 bpr.append(size / max(written, 1))
             cfg = Config(prometheus="127.0.0.1:0", interval=1 / args.hz, host="bench").check()
-            m, nm, _ = collector(agent, cfg, seconds, scrapes, render)
+            counts.append(len(agent.read_all([])))
+            m, nm, colm = collector(agent, cfg, seconds, scrapes, render)
+            counts.append(len(agent.read_all([])))
+            if max(counts) > 1.1 * min(counts):
+                disturbed.append(r)
+                print(f"round {r + 1}: disturbed (the machine's flows went "
+                      f"{' -> '.join(f'{c:,}' for c in counts)}): left out of the medians")
             ratios_pq.append(q / b)
             ratios_pm.append(m / b)
-            rows.append([r + 1, nb, f"{b * 1e3:.2f}", nq, f"{q * 1e3:.2f}", f"{q / b:.2f}x",
-                         nm, f"{m * 1e3:.2f}", f"{m / b:.2f}x"])
+            dq, dm = (sum(r.dropped for r in c.runners) for c in (col, colm))
+            over = sum(getattr(r, "overwritten", 0) for c in (col, colm) for r in c.runners)
+            if dq or dm:
+                print(f"round {r + 1}: samples dropped by a sink that fell behind "
+                      f"(parquet {dq}, prometheus {dm}; {over} of them overwritten in the "
+                      f"ring)")
+            rows.append([f"{r + 1}{'*' if r in disturbed else ''}", nb, f"{b * 1e3:.2f}",
+                         f"{nq} ({dq})", f"{q * 1e3:.2f}", f"{q / b:.2f}x", f"{nm} ({dm})",
+                         f"{m * 1e3:.2f}", f"{m / b:.2f}x"])
     print()
-    print(table(["round", "bare samples", "bare CPU ms/sample", "parquet samples",
-                 "parquet CPU ms/sample", "ratio", "prom samples", "prom CPU ms/sample",
-                 "ratio"], rows))
-    rq, rm = median(ratios_pq), median(ratios_pm)
+    print(table(["round", "bare samples", "bare CPU ms/sample", "parquet samples (dropped)",
+                 "parquet CPU ms/sample", "ratio", "prom samples (dropped)",
+                 "prom CPU ms/sample", "ratio"], rows))
+    keep = [i for i in range(len(ratios_pq)) if i not in disturbed] or list(range(len(ratios_pq)))
+    if len(keep) < len(ratios_pq):
+        print(f"* disturbed: the medians below are of round(s) "
+              f"{', '.join(str(i + 1) for i in keep)}")
+    rq = median([ratios_pq[i] for i in keep])
+    rm = median([ratios_pm[i] for i in keep])
     scrape_ms = median(scrapes) * 1e3
     p95 = sorted(scrapes)[int(0.95 * (len(scrapes) - 1))] * 1e3 if scrapes else float("nan")
     render_ms = median(render) * 1e3
@@ -143,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         ["dataset bytes per flow per sample", f"{b:.2f} B", "<= 20 B",
          "ok" if b <= 20 else "MISS"],
     ], align="lrrl"))
-    qs = median([float(x[4]) for x in rows]) / 1e3
-    ms = median([float(x[7]) for x in rows]) / 1e3
+    qs = median([float(rows[i][4]) for i in keep]) / 1e3
+    ms = median([float(rows[i][7]) for i in keep]) / 1e3
     print(f"\nscale on paper: {nflows:,} flows per sample; one core handles about "
           f"{nflows / qs / 1e6:.2f} M flow-samples/s with the Parquet sink and "
           f"{nflows / ms / 1e6:.2f} M with the Prometheus sink (flows x Hz per core)")

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -89,35 +90,66 @@ def _fixed_binary(pa: Any, raw: np.ndarray, width: int) -> Any:
                                                 [None, pa.py_buffer(raw)])
 
 
-def _addresses(pa: Any, rows: np.ndarray, which: str,
-               order: np.ndarray | None = None) -> Any:
+def _run_starts(*cols: np.ndarray) -> np.ndarray:
+    """Rows where any of ``cols`` differs from the row before (row 0 included). Rows are
+    sorted by (local_port, cid, time), so a flow's identity repeats row after row: the
+    distinct values are found among these rows only, not among every row."""
+    n = len(cols[0])
+    change = np.zeros(n, bool)
+    if not n:
+        return np.flatnonzero(change)
+    change[0] = True
+    diff = np.empty(n - 1, bool)
+    for c in cols:
+        c = np.ascontiguousarray(c)
+        w = c.dtype.itemsize * (int(np.prod(c.shape[1:])) if c.ndim > 1 else 1)
+        v: np.ndarray
+        if w % 8 == 0:
+            v = c.view(np.uint8).reshape(n, w).view(np.uint64)
+        elif w in (1, 2, 4):
+            v = c.view(np.dtype(f"u{w}")).reshape(n, 1)
+        else:
+            v = c.view(np.uint8).reshape(n, w)
+        for i in range(v.shape[1]):           # word by word: no (n, words) temporaries
+            np.not_equal(v[1:, i], v[:-1, i], out=diff)
+            change[1:] |= diff
+    return np.flatnonzero(change)
+
+
+def _run_indices(enc: Any, starts: np.ndarray, n: int) -> np.ndarray:
+    """The dictionary indices of the runs' first rows, repeated over each run."""
+    lengths = np.diff(np.append(starts, n))
+    idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    return np.repeat(idx, lengths)
+
+
+def _addresses(pa: Any, fam: np.ndarray, addr: np.ndarray) -> Any:
     """Addresses as a dictionary array: each distinct (family, address) is found by
-    Arrow's hash kernel and formatted once."""
+    Arrow's hash kernel (among the rows where the address changes) and formatted once."""
     from web10g._netlink import format_addresses
 
-    n = len(rows)
-    key = np.empty((n, 17), np.uint8)
-    fam, addr = rows["family"], rows[f"{which}_addr"]
-    if order is not None:
-        fam, addr = fam[order], addr[order]
-    key[:, 0] = fam
-    key[:, 1:] = addr
+    n = len(fam)
+    starts = _run_starts(fam, addr)
+    key = np.empty((len(starts), 17), np.uint8)
+    key[:, 0] = fam[starts]
+    key[:, 1:] = addr[starts]
     enc = _fixed_binary(pa, key, 17).dictionary_encode()
     uniq = np.frombuffer(b"".join(enc.dictionary.to_pylist()), np.uint8).reshape(-1, 17)
     text = format_addresses(np.ascontiguousarray(uniq[:, 1:]), np.ascontiguousarray(uniq[:, 0]))
     values = [t.decode() if isinstance(t, bytes) else str(t) for t in text]
-    return pa.DictionaryArray.from_arrays(enc.indices, pa.array(values, pa.string()))
+    return pa.DictionaryArray.from_arrays(pa.array(_run_indices(enc, starts, n), pa.int32()),
+                                          pa.array(values, pa.string()))
 
 
 def _text(pa: Any, col: np.ndarray, mask: np.ndarray | None) -> Any:
     """A fixed-width bytes column (cc_algorithm, ...) as dictionary-encoded text."""
     w = col.dtype.itemsize
-    raw = np.ascontiguousarray(col).view(np.uint8).reshape(len(col), w)
-    enc = _fixed_binary(pa, raw, w).dictionary_encode()
+    n = len(col)
+    raw = np.ascontiguousarray(col).view(np.uint8).reshape(n, w)
+    starts = _run_starts(raw)
+    enc = _fixed_binary(pa, raw[starts], w).dictionary_encode()
     values = [b.rstrip(b"\0").decode("ascii", "replace") for b in enc.dictionary.to_pylist()]
-    idx = enc.indices
-    if mask is not None:
-        idx = pa.array(idx.to_numpy(zero_copy_only=False), type=idx.type, mask=mask)
+    idx = pa.array(_run_indices(enc, starts, n), type=pa.int32(), mask=mask)
     return pa.DictionaryArray.from_arrays(idx, pa.array(values, pa.string()))
 
 
@@ -192,9 +224,7 @@ def to_table(rows: np.ndarray, final: np.ndarray | None, schema: Any,
              order: np.ndarray | None = None) -> Any:
     """Rows (one dtype, concatenated samples) as an Arrow table of ``schema``, in
     ``order`` when given (each column is gathered once, straight into place)."""
-    pa = _pa()
     n = len(rows)
-    cols: list[Any] = []
     if order is not None:
         # permute whole rows once (one contiguous copy per row), then read columns
         # sequentially: far fewer cache misses than a random gather per column
@@ -202,12 +232,20 @@ def to_table(rows: np.ndarray, final: np.ndarray | None, schema: Any,
             final = final[order]
         rows = (np.ascontiguousarray(rows).view(np.uint8).reshape(n, -1)
                 .take(order, axis=0).view(rows.dtype).reshape(n))
-        order = None
 
     def get(name: str) -> np.ndarray:
         return np.ascontiguousarray(rows[name])
 
-    presence = _rows.presence_of(rows)
+    return _table(get, n, final, _rows.presence_of(rows), rows.dtype.names or (), schema)
+
+
+def _table(get: Callable[[str], np.ndarray], n: int, final: np.ndarray | None,
+           presence: _rows.Presence | None, names: Iterable[str], schema: Any) -> Any:
+    """The Arrow table of ``schema`` from columns: ``get(name)`` is the column of a rows
+    field (contiguous, in the table's order)."""
+    pa = _pa()
+    have = set(names)
+    cols: list[Any] = []
     present: np.ndarray | None
     if presence is not None and presence.stats_bits:
         present = get("present")
@@ -217,7 +255,7 @@ def to_table(rows: np.ndarray, final: np.ndarray | None, schema: Any,
         reported = np.ones(n, bool)
     all_reported = bool(reported.all())
     info_len = get("tcp_info_len") if (presence is not None and presence.min_len
-                                      and "tcp_info_len" in rows.dtype.names) else None
+                                      and "tcp_info_len" in have) else None
     masks: dict[Any, np.ndarray | None] = {}
 
     def null_mask(name: str) -> np.ndarray | None:
@@ -241,24 +279,24 @@ def to_table(rows: np.ndarray, final: np.ndarray | None, schema: Any,
         if name == "timestamp":
             cols.append(pa.array(get("timestamp"), type=field.type))
         elif name in ("local_addr", "rem_addr"):
-            cols.append(_addresses(pa, rows, name.split("_")[0], order))
+            cols.append(_addresses(pa, get("family"), get(name)))
         elif name == "state":
-            names = _state_names()
+            names_ = _state_names()
             codes = np.minimum(get("state"), 15).astype(np.int32)
-            cols.append(_dictionary(pa, codes, names))
+            cols.append(_dictionary(pa, codes, names_))
         elif name == "family":
             codes = (get("family") == socket.AF_INET6).astype(np.int32)
             cols.append(_dictionary(pa, codes, ["inet", "inet6"]))
         elif name == "final":
             cols.append(pa.array(np.zeros(n, bool) if final is None else final))
         elif name in ID_COLUMNS:
-            if name in rows.dtype.names:
+            if name in have:
                 cols.append(pa.array(get(name), type=field.type))
             else:                                   # classic record files: no uid/inode
                 cols.append(pa.array(np.zeros(n, field.type.to_pandas_dtype()),
                                      type=field.type))
         else:
-            if name not in rows.dtype.names:
+            if name not in have:
                 cols.append(pa.nulls(n, field.type))
                 continue
             col = get(name)
@@ -269,17 +307,153 @@ def to_table(rows: np.ndarray, final: np.ndarray | None, schema: Any,
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def _sort_key(local_port: np.ndarray, cid: np.ndarray) -> np.ndarray:
+    return (local_port.astype(np.uint64) << np.uint64(48)) | (
+        cid.astype(np.uint64) & np.uint64((1 << 48) - 1))
+
+
 def sort_order(rows: np.ndarray) -> np.ndarray:
     """(local_port, cid, timestamp): each flow's samples together (runs for RLE), port
     ranges tight per row group (statistics prune port filters)."""
     # one 64-bit key (port in the top 16 bits, the cid's low 48 below) and a stable
     # sort: rows were appended in time order, so each flow's stay in time order
-    key = (rows["local_port"].astype(np.uint64) << np.uint64(48)) | (
-        rows["cid"].astype(np.uint64) & np.uint64((1 << 48) - 1))
-    return np.argsort(key, kind="stable")
+    return np.argsort(_sort_key(rows["local_port"], rows["cid"]), kind="stable")
 
 
 # -- the writer -------------------------------------------------------------------------
+
+
+def _dictionary_columns(schema: Any) -> list[str]:
+    # Dictionary pages pay off for the text columns (addresses, state, family, cc name);
+    # on counters they cost encoding time and, measured, about a third more bytes.
+    import pyarrow as pa
+
+    return [f.name for f in schema
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            or pa.types.is_dictionary(f.type)]
+
+class _Columns:
+    """The samples of the next row group, buffered column by column.
+
+    Each sample is copied out of its rows in one pass (``web10g._collect.gather``, which
+    reads every field of a row while the row is in cache) into columns allocated once and
+    reused row group after row group: no copy of the rows is kept, no page is faulted in
+    per sample. On the way each sample is put in (local_port, cid) order (the permutation
+    is the previous sample's when the keys are the same), so the row group's order --
+    (local_port, cid, time), a merge of sorted samples -- is gathered per column from a
+    few sequential streams, and when every sample holds the same flows it needs no sort.
+    """
+
+    def __init__(self, dtype: np.dtype) -> None:
+        fields: Any = dtype.fields or {}
+        self.names = list(dtype.names or ())
+        self.spans = [(fields[n][1], fields[n][0].itemsize) for n in self.names]
+        self._shapes = [(fields[n][0].base, fields[n][0].shape) for n in self.names]
+        self.capacity = 0
+        self.cols: list[np.ndarray] = []
+        self.keys = np.empty(0, np.uint64)
+        self.final = np.empty(0, bool)
+        # the row group in its order (what the table's arrays are views of)
+        self._sorted: dict[str, np.ndarray] = {}
+        self.n = 0
+        self.lengths: list[int] = []
+        self.same = False                # every sample has the first one's (unique) keys
+        # per kind of sample (periodic, final): (keys as read, their sort, sorted keys)
+        self._perm: dict[bool, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * self.capacity)
+        new = [np.empty((cap,) + shape, base) for base, shape in self._shapes]
+        for a, b in zip(new, self.cols):
+            a[:self.n] = b[:self.n]
+        keys, final = np.empty(cap, np.uint64), np.empty(cap, bool)
+        keys[:self.n], final[:self.n] = self.keys[:self.n], self.final[:self.n]
+        self.cols, self.keys, self.final, self.capacity = new, keys, final, cap
+
+    def reserve(self, rows: int, prefault: bool = False) -> None:
+        """Room for ``rows`` rows; ``prefault``: the buffers of the row group's order
+        too, and every page of them touched now (as the sampler does with its ring)."""
+        if self.capacity < rows:
+            self._grow(rows)
+        if prefault:
+            for name, col in zip(self.names + ["final"], self.cols + [self.final]):
+                out = self._sorted.get(name)
+                if out is None or len(out) < len(col):
+                    out = self._sorted[name] = np.empty_like(col)
+                for a in (col, out):
+                    a.reshape(-1).view(np.uint8)[::4096] = 0
+            self.keys.view(np.uint8)[::4096] = 0
+
+    def mark(self) -> tuple[int, int, bool]:
+        return self.n, len(self.lengths), self.same
+
+    def reset(self, mark: tuple[int, int, bool] = (0, 0, False)) -> None:
+        self.n, k, self.same = mark
+        del self.lengths[k:]
+
+    def append(self, rows: np.ndarray, final: bool) -> None:
+        from web10g._collect import gather
+
+        n = len(rows)
+        if self.n + n > self.capacity:
+            self._grow(self.n + n)
+        key = _sort_key(rows["local_port"], rows["cid"])
+        c = self._perm.get(final)
+        hit = c is not None and np.array_equal(c[0], key)
+        if c is not None and hit:
+            perm, skey = c[1], c[2]
+        else:
+            perm = np.argsort(key, kind="stable")
+            skey = key[perm]
+            self._perm[final] = (key, perm, skey)
+        a = self.n
+        gather(rows, self.spans, self.cols, a, perm, stream=True)
+        self.keys[a:a + n] = skey
+        self.final[a:a + n] = final
+        if not self.lengths:
+            self.same = not final and bool(np.all(skey[1:] > skey[:-1]))
+        else:
+            self.same = self.same and hit and not final and n == self.lengths[0]
+        self.lengths.append(n)
+        self.n += n
+
+    def forget(self) -> None:
+        """After a sample was taken back: its keys may not be what they seemed."""
+        self._perm.clear()
+
+    def table(self, schema: Any, presence: _rows.Presence | None) -> Any:
+        """The buffered rows in (local_port, cid, time) order as an Arrow table."""
+        from web10g._collect import transpose
+
+        m = self.n
+        k = len(self.lengths)
+        order: np.ndarray | None = None
+        if k > 1 and not self.same:
+            order = np.argsort(self.keys[:m], kind="stable")
+        index = {name: i for i, name in enumerate(self.names)}
+        done: dict[str, np.ndarray] = {}
+
+        def get(name: str) -> np.ndarray:
+            if name in done:
+                return done[name]
+            col = self.cols[index[name]] if name != "final" else self.final
+            out = self._sorted.get(name)
+            if out is None or len(out) < m:
+                out = self._sorted[name] = np.empty_like(col)
+            # the table's arrays are views of ``out``, never of the buffer being refilled
+            if k == 1:
+                out[:m] = col[:m]                # one sample, sorted already
+            elif order is None:
+                # k samples of the same flows in the same order: flow-major, sample-minor
+                transpose(col, out, m // k, k)
+            else:
+                np.take(col[:m], order, axis=0, out=out[:m], mode="clip")
+            done[name] = out[:m]
+            return done[name]
+
+        return _table(get, m, get("final"), presence, self.names, schema)
+
+
 
 @dataclass
 class WrittenFile:
@@ -351,7 +525,8 @@ class DatasetWriter:
                  rotate_bytes: int = 256 << 20, row_group_rows: int = 1 << 20,
                  row_group_bytes: int = 128 << 20, compression_level: int = 3,
                  writer_id: str | None = None, metadata: dict[str, Any] | None = None,
-                 on_file: Callable[[WrittenFile], None] | None = None) -> None:
+                 on_file: Callable[[WrittenFile], None] | None = None,
+                 background: bool = False) -> None:
         pa = _pa()
         self.root = os.fspath(root)
         self.host = check_host(host)
@@ -367,9 +542,15 @@ class DatasetWriter:
         self.on_file = on_file
         self._pa = pa
         self._seq = 0
-        self._buf: list[np.ndarray] = []
-        self._final: list[bool] = []
+        self._cols = _Columns(dtype)
+        self._presence = _rows.presence_of(dtype)
         self._buffered = 0
+        # background=True: a row group's table is made (its columns put in order) and
+        # then written on a thread of its own while the next one is buffered, so feeding
+        # never waits for the encoding, compression and write
+        self._background = background
+        self._job: threading.Thread | None = None
+        self._job_error: tuple[BaseException, int] | None = None
         self._writer: Any = None
         self._tmp: str | None = None
         self._final_path: str | None = None
@@ -384,27 +565,51 @@ class DatasetWriter:
         os.makedirs(self.root, exist_ok=True)
 
     # -- feeding ------------------------------------------------------------------------
-    def add(self, rows: np.ndarray, *, final: bool = False, t_ns: int | None = None) -> None:
+    def prepare(self, rows_per_sample: int, samples: float | None = None) -> None:
+        """Allocate the buffers for samples of about ``rows_per_sample`` rows (for as many
+        samples as a rotation window holds, ``samples``, at most a row group) and fault
+        their pages in now, before sampling starts, not in the first row group's time."""
+        n = max(1, int(rows_per_sample))
+        rows = self.row_group_rows
+        if samples is not None and samples * n < rows:
+            rows = int(samples + 1) * n
+        self._cols.reserve(rows + 2 * n, prefault=True)
+
+    def add(self, rows: np.ndarray, *, final: bool = False, t_ns: int | None = None,
+            intact: Callable[[], bool] | None = None) -> bool:
+        """Buffer a sample (its columns are copied: the rows are not kept). ``intact``,
+        for rows that may be overwritten meanwhile (a view of the sampler's ring): called
+        after the copy; when it says False the sample is taken back and add() returns
+        False."""
         if rows.dtype != self.dtype:
             rows = _conform(rows, self.dtype)
         if t_ns is None:
             t_ns = int(rows["timestamp"][0]) if len(rows) else time.time_ns()
         key = _hour_of(t_ns)
         if self._hour_key is not None and key != self._hour_key and (
-                self._buffered or self._writer is not None):
+                self._buffered or self._writer is not None or self._job is not None):
             self.rotate()                           # a file never spans two hours
         if self._window_start is None:
             self._window_start = time.monotonic()
             self._window_ns = t_ns
             self._hour_key = key
         if not len(rows):
-            return
-        self._buf.append(rows)
-        self._final.append(final)
+            return True
+        cols = self._cols
+        if not cols.capacity:
+            # the row group's rows and one more sample: allocated once (touched as used)
+            cols.reserve(self.row_group_rows + 2 * len(rows))
+        mark = cols.mark()
+        cols.append(rows, final)
+        if intact is not None and not intact():
+            cols.reset(mark)
+            cols.forget()
+            return False
         self._buffered += len(rows)
         self._last_ns = max(self._last_ns, t_ns)
         if self._buffered >= self.row_group_rows:
             self.flush_row_group()
+        return True
 
     def maybe_rotate(self) -> bool:
         """Rotate when the window is older than rotate_seconds or the file has reached
@@ -440,35 +645,84 @@ class DatasetWriter:
         self._final_path = os.path.join(d, f"part-{stem}.parquet")
         self._tmp = os.path.join(d, f"{TMP_PREFIX}{stem}-p{os.getpid()}-{self._seq}"
                                     f"{TMP_SUFFIX}")
-        self._writer = pq.ParquetWriter(
-            self._tmp, self.schema, compression="zstd",
-            compression_level=self.compression_level, use_dictionary=True,
-            write_statistics=True, data_page_size=1 << 20)
+        from web10g._files import create_output
+
+        # O_EXCL | O_NOFOLLOW: a file or symlink planted at the name is never written
+        # through; the writer closes the file with itself (file_handle)
+        try:
+            fh = create_output(self._tmp, overwrite=False)
+        except OSError:
+            self._tmp = None  # not ours: _fail() must not remove what is at that name
+            raise
+        try:
+            self._writer = pq.ParquetWriter(
+                fh, self.schema, compression="zstd",
+                compression_level=self.compression_level,
+                use_dictionary=_dictionary_columns(self.schema),
+                write_statistics=True, data_page_size=1 << 20)
+        except BaseException:
+            fh.discard()
+            raise
+        self._writer.file_handle = fh
         self._rows_in_file = 0
         self._first_ns = self._window_ns
 
     def flush_row_group(self) -> None:
-        """Write the buffered rows as one row group (sorted) into the open file."""
+        """Write the buffered rows as one row group (sorted) into the open file. In the
+        background, the previous row group is waited for first (its error is raised
+        here, after its window is dropped)."""
+        self._wait()                        # the order buffers are free again
         if not self._buffered:
             return
         try:
-            rows = np.concatenate(self._buf) if len(self._buf) > 1 else self._buf[0]
-            final = np.repeat(np.array(self._final, bool), [len(b) for b in self._buf])
-            table = to_table(rows, final, self.schema, sort_order(rows))
-            if self._writer is None:
-                self._open()
-            self._writer.write_table(table, row_group_size=len(table))
-            self._rows_in_file += len(table)
+            table = self._cols.table(self.schema, self._presence)
+            if self._background:
+                self._job = threading.Thread(target=self._write_job,
+                                             args=(table, self._buffered),
+                                             name="web10g-parquet-write", daemon=True)
+                self._job.start()
+            else:
+                self._write(table)
         except BaseException:
             self._fail()
             raise
         finally:
-            self._buf, self._final, self._buffered = [], [], 0
+            self._cols.reset()
+            self._buffered = 0
+
+    def _write(self, table: Any) -> None:
+        if self._writer is None:
+            self._open()
+        self._writer.write_table(table, row_group_size=len(table))
+        self._rows_in_file += len(table)
+
+    def _write_job(self, table: Any, n: int) -> None:
+        try:
+            self._write(table)
+        except BaseException as exc:  # noqa: BLE001 - raised by the next _wait()
+            self._job_error = (exc, n)
+
+    def _join(self) -> tuple[BaseException, int] | None:
+        """Wait for the row group being written in the background; its error, if any."""
+        job, self._job = self._job, None
+        if job is None:
+            return None
+        job.join()
+        err, self._job_error = self._job_error, None
+        return err
+
+    def _wait(self) -> None:
+        err = self._join()
+        if err is not None:
+            self.rows_lost += err[1]            # the row group the failed write held
+            self._fail()
+            raise err[0]
 
     def rotate(self) -> WrittenFile | None:
         """Finish the open window: write what is buffered, close, fsync, rename."""
         try:
             self.flush_row_group()
+            self._wait()
             if self._writer is None:
                 self._reset_window()
                 return None
@@ -500,6 +754,9 @@ class DatasetWriter:
     def _fail(self) -> None:
         """Drop the open window after an error: its rows are lost, its temporary file
         removed (which also gives back the space a full disk needs)."""
+        err = self._join()
+        if err is not None:
+            self.rows_lost += err[1]
         self.rows_lost += self._rows_in_file + self._buffered
         w, self._writer = self._writer, None
         if w is not None:
@@ -513,7 +770,8 @@ class DatasetWriter:
             except OSError:
                 pass
         self._tmp = self._final_path = None
-        self._buf, self._final, self._buffered = [], [], 0
+        self._cols.reset()
+        self._buffered = 0
         self._rows_in_file = 0
         self._reset_window()
 
@@ -566,8 +824,8 @@ def write_dataset(samples: Iterable[np.ndarray], root: str | os.PathLike, *, hos
                 start_ns = None
             if t_ns is not None and start_ns is None:
                 start_ns = t_ns
-            # recordings' sample arrays are views into a reused buffer: copy
-            writer.add(_rows.copy(rows), t_ns=t_ns)
+            # recordings' sample arrays are views into a reused buffer: add() copies
+            writer.add(rows, t_ns=t_ns)
             if writer._tmp is not None and writer._file_bytes() >= writer.rotate_bytes:
                 writer.rotate()
                 start_ns = None
@@ -585,11 +843,13 @@ def write_file(samples: Iterable[np.ndarray], path: str | os.PathLike, *, host: 
                row_group_bytes: int = 128 << 20, compression_level: int = 3,
                metadata: dict[str, Any] | None = None) -> int:
     """Every sample into one Parquet file with the dataset's schema and row groups
-    (written as ``.NAME.tmp`` beside it, then renamed). Returns the rows written."""
+    (written as ``.NAME.XXXXXXXX.tmp`` beside it, then renamed; web10g._files).
+    Returns the rows written."""
     pa = _pa()
+    from web10g._files import create_output
+
     path = os.fspath(path)
-    d, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(d, f".{base}.tmp")
+    out: Any = None  # created with the writer: a temporary file renamed over path at the end
     writer: Any = None
     schema = None
     buf: list[np.ndarray] = []
@@ -602,12 +862,18 @@ def write_file(samples: Iterable[np.ndarray], path: str | os.PathLike, *, host: 
             return
         rows = np.concatenate(buf) if len(buf) > 1 else buf[0]
         if writer is None:
-            writer = pa.parquet.ParquetWriter(tmp, schema, compression="zstd",
-                                              compression_level=compression_level)
+            writer = open_writer(compression_level=compression_level)
         table = to_table(rows, None, schema, sort_order(rows))
         writer.write_table(table, row_group_size=len(rows))
         total += len(rows)
         buf, buffered = [], 0
+
+    def open_writer(**kw: Any) -> Any:
+        nonlocal out
+        # no symlink followed, nothing but a regular file replaced; the destination
+        # appears only complete (atomic: a temporary name, renamed on close)
+        out = create_output(path, overwrite=True, atomic=True)
+        return pa.parquet.ParquetWriter(out, schema, compression="zstd", **kw)
 
     try:
         for rows in samples:
@@ -624,19 +890,17 @@ def write_file(samples: Iterable[np.ndarray], path: str | os.PathLike, *, host: 
         if writer is None:
             if schema is None:
                 raise ValueError("no samples to write")
-            writer = pa.parquet.ParquetWriter(tmp, schema, compression="zstd")
+            writer = open_writer()
         writer.close()
         writer = None
-        os.replace(tmp, path)
+        out.close()
     except BaseException:
         if writer is not None:
             try:
                 writer.close()
             except BaseException:  # noqa: BLE001 - being thrown away
                 pass
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if out is not None:
+            out.discard()  # the temporary file goes; an existing destination stays
         raise
     return total

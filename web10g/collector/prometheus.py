@@ -97,6 +97,135 @@ def _net_labels(family: np.ndarray, addr: np.ndarray, v4: int, v6: int) -> np.nd
     return out
 
 
+class _Frame:
+    """The columns the aggregator reads, contiguous: copied out of wide rows (a slot of
+    the sampler's ring, say) in one pass (``web10g._collect.gather``), so the rows may be
+    overwritten afterwards. Indexed like rows (``f["cid"]``); ``rows.Presence`` reads
+    ``present``/``tcp_info_len`` from it as it does from rows."""
+
+    __slots__ = ("cols", "n", "presence", "widths")
+
+    def __init__(self, cols: dict[str, np.ndarray], n: int, presence: Any,
+                 widths: dict[str, int]) -> None:
+        self.cols, self.n, self.presence, self.widths = cols, n, presence, widths
+
+    @classmethod
+    def of(cls, rows: np.ndarray, names: Iterable[str]) -> _Frame:
+        from web10g._collect import gather
+
+        dt = rows.dtype
+        fields: Any = dt.fields or {}
+        n = len(rows)
+        spans: list[tuple[int, int]] = []
+        outs: list[np.ndarray] = []
+        cols: dict[str, np.ndarray] = {}
+        for name in names:
+            if name not in fields:
+                continue
+            sub, off = fields[name][:2]
+            out = np.empty((n,) + sub.shape, sub.base)
+            spans.append((off, sub.itemsize))
+            outs.append(out)
+            cols[name] = out
+        if n and spans:
+            gather(rows, spans, outs)
+        widths = {name: fields[name][0].itemsize * 8 for name in cols}
+        return cls(cols, n, _rows.presence_of(dt), widths)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, sel: np.ndarray) -> _Frame:
+        """The rows a boolean mask or an index array selects."""
+        n = int(np.count_nonzero(sel)) if sel.dtype == bool else len(sel)
+        return _Frame({k: v[sel] for k, v in self.cols.items()}, n, self.presence,
+                      self.widths)
+
+    def row(self, i: int) -> dict[str, Any]:
+        return {k: v[i] for k, v in self.cols.items()}
+
+    def available(self, name: str) -> np.ndarray:
+        """``web10g.rows.available`` on the copied columns."""
+        if self.presence is None:
+            return np.ones(self.n, dtype=bool)
+        return self.presence.available(self, name)
+
+    def reported(self) -> np.ndarray:
+        if self.presence is None:
+            return np.ones(self.n, dtype=bool)
+        return self.presence.reported(self)
+
+
+_KEY_COLUMNS = {"local_port": ("local_port",), "remote_port": ("rem_port",),
+                "remote_net": ("family", "rem_addr"), "local_addr": ("family", "local_addr"),
+                "state": ("state",)}
+
+
+class _CidTable:
+    """Flows by cid, in cid order, for vectorised look-ups: the flows in limbo (their
+    last counted values and group) and the tombstones of closed flows; ``t`` is when each
+    entry was made (they expire)."""
+
+    def __init__(self, width: int) -> None:
+        self.cid = np.zeros(0, np.uint64)
+        self.t = np.zeros(0)
+        self.val = np.zeros((0, width), np.uint64)
+        self.gid = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.cid)
+
+    def __contains__(self, cid: int) -> bool:
+        return bool(self.find(np.array([cid], np.uint64))[0] >= 0)
+
+    def find(self, cids: np.ndarray) -> np.ndarray:
+        """The entry of each cid, -1 where there is none."""
+        cids = np.asarray(cids, np.uint64)
+        if not len(self.cid) or not len(cids):
+            return np.full(len(cids), -1, np.int64)
+        at = np.minimum(np.searchsorted(self.cid, cids), len(self.cid) - 1)
+        return np.where(self.cid[at] == cids, at, -1)
+
+    def _keep(self, keep: np.ndarray) -> None:
+        self.cid, self.t, self.val, self.gid = (self.cid[keep], self.t[keep], self.val[keep],
+                                                self.gid[keep])
+
+    def drop(self, at: np.ndarray) -> None:
+        if len(at):
+            keep = np.ones(len(self.cid), bool)
+            keep[at] = False
+            self._keep(keep)
+
+    def put(self, cids: np.ndarray, t: float, val: np.ndarray | None = None,
+            gid: np.ndarray | None = None) -> None:
+        """Enter (or replace: the last of repeated cids wins) entries made at ``t``."""
+        cids = np.asarray(cids, np.uint64)
+        if not len(cids):
+            return
+        if val is None:
+            val = np.zeros((len(cids), self.val.shape[1]), np.uint64)
+        if gid is None:
+            gid = np.zeros(len(cids), np.int64)
+        last = len(cids) - 1 - np.unique(cids[::-1], return_index=True)[1]
+        cids, val, gid = cids[last], val[last], gid[last]
+        at = self.find(cids)
+        self.drop(at[at >= 0])
+        cid = np.concatenate([self.cid, cids])
+        order = np.argsort(cid, kind="stable")
+        self.cid = cid[order]
+        self.t = np.concatenate([self.t, np.full(len(cids), t)])[order]
+        self.val = np.concatenate([self.val, val])[order]
+        self.gid = np.concatenate([self.gid, gid])[order]
+
+    def expire(self, cut: float) -> None:
+        """Forget the entries made before ``cut``."""
+        if len(self.t) and self.t.min() < cut:
+            self._keep(self.t >= cut)
+
+
 class Aggregator:
     """Folds samples (and closed flows) into group counters, gauges and histograms."""
 
@@ -141,14 +270,25 @@ class Aggregator:
         self.prev_cid = np.zeros(0, np.uint64)
         self.prev_val = np.zeros((0, len(self.counters)), np.uint64)
         self.prev_gid = np.zeros(0, np.int64)
-        self.limbo: dict[int, tuple[np.ndarray, int]] = {}   # vanished: (values, group)
-        self.limbo_time: dict[int, float] = {}
-        self.tombstones: dict[int, float] = {}           # closed flows (never counted again)
+        self.limbo = _CidTable(len(self.counters))        # vanished: (values, group, when)
+        self.tombstones = _CidTable(0)                   # closed flows (never counted again)
         self.first = True
         self.top: list[tuple[dict[str, str], float, float, float]] = []
         self.samples = 0
         self.closed_folded = 0
         self.last_sample_time = 0.0
+        # the columns read, and caches of work that gives the same result when the flows
+        # did not change (idle flows: the same rows in the same order, sample after sample)
+        key_cols = [c for k in self.keys for c in _KEY_COLUMNS[k]]
+        self._key_cols = list(dict.fromkeys(key_cols))
+        need = ["cid", "state", "present", "tcp_info_len"] + self._key_cols
+        need += [v for _, v, _ in self.counters] + [v for _, v, _, _ in self.hists]
+        if self.top_k > 0:
+            need += ["family", "local_addr", "rem_addr", "local_port", "rem_port"]
+        self._need = list(dict.fromkeys(need))
+        self._gcache: tuple[Any, ...] | None = None
+        self._ocache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._hcache: list[tuple[Any, ...] | None] = [None] * len(self.hists)
 
     # -- groups ----------------------------------------------------------------------
     @property
@@ -182,7 +322,7 @@ class Aggregator:
         self.hsums = [np.append(s, 0.0) for s in self.hsums]
         return gid
 
-    def _groups(self, rows: np.ndarray) -> np.ndarray:
+    def _groups(self, rows: _Frame) -> np.ndarray:
         """The group id of each row (vectorised: distinct keys are formatted once)."""
         n = len(rows)
         if not n:
@@ -213,13 +353,51 @@ class Aggregator:
         change[1:] = np.any(keys[1:] != keys[:-1], axis=1)
         starts = np.flatnonzero(change)
         seg = np.cumsum(change) - 1
-        gids_u = np.array([self._gid(self._label_of(rows[int(order[s])])) for s in starts],
+        gids_u = np.array([self._gid(self._label_of(rows.row(int(order[s])))) for s in starts],
                           np.int64)
         out = np.empty(n, np.int64)
         out[order] = gids_u[seg]
         return out
 
-    def _label_of(self, row: np.void) -> tuple[str, ...]:
+    def _groups_cached(self, rows: _Frame, order: np.ndarray,
+                       scid: np.ndarray) -> np.ndarray:
+        """``_groups``, reusing the previous sample's answer: a row's group depends on
+        nothing but the columns ``_groups`` reads (and the listening ports), and groups,
+        once made, keep their ids. When every such column is as it was, the previous
+        answer is the answer; otherwise a flow (cid) whose columns are as they were keeps
+        its group, and only the other rows are grouped (their new groups are made in the
+        order a full pass would make them: existing keys make nothing)."""
+        cols = [rows[c] for c in self._key_cols if c in rows.cols]
+        listening = frozenset(self.listening()) if "local_port" in self.keys else None
+        c = self._gcache
+        n = len(rows)
+        if c is None or c[0] != listening or len(c[1]) != len(cols):
+            gids = self._groups(rows)
+        elif len(c[3]) == n and all(np.array_equal(a, b) for a, b in zip(c[1], cols)):
+            return c[3]
+        else:
+            prev_cols, sorted_prev, prev_order, prev_gids = c[1], c[2], c[4], c[3]
+            cids = rows["cid"]
+            same = np.zeros(n, bool)
+            at = np.zeros(n, np.int64)
+            if len(sorted_prev) and n:
+                pos = np.minimum(np.searchsorted(sorted_prev, cids), len(sorted_prev) - 1)
+                same = sorted_prev[pos] == cids
+                at = prev_order[pos]
+                for a, b in zip(cols, prev_cols):
+                    if a.ndim > 1:          # addresses: 16 bytes, as two words
+                        same &= (a.view(np.uint64) == b[at].view(np.uint64)).all(axis=1)
+                    else:
+                        same &= a == b[at]
+            gids = np.empty(n, np.int64)
+            gids[same] = prev_gids[at[same]]
+            other = ~same
+            if other.any():
+                gids[other] = self._groups(rows.take(other))
+        self._gcache = (listening, cols, scid, gids, order)
+        return gids
+
+    def _label_of(self, row: Any) -> tuple[str, ...]:
         from web10g._netlink import format_addresses
 
         out = []
@@ -245,16 +423,16 @@ class Aggregator:
         return tuple(out)
 
     # -- folding -----------------------------------------------------------------------
-    def _values(self, rows: np.ndarray) -> np.ndarray:
+    def _values(self, rows: _Frame) -> np.ndarray:
         vals = np.zeros((len(rows), len(self.counters)), np.uint64)
         for j, (_, var, _) in enumerate(self.counters):
             col = rows[var].astype(np.uint64)
-            ok = _rows.available(rows, var)
+            ok = rows.available(var)
             vals[:, j] = np.where(ok, col, 0)
         return vals
 
-    def _widths(self, rows: np.ndarray) -> list[int]:
-        return [rows.dtype.fields[var][0].itemsize * 8 for _, var, _ in self.counters]
+    def _widths(self, rows: _Frame) -> list[int]:
+        return [rows.widths[var] for _, var, _ in self.counters]
 
     @staticmethod
     def _diff(cur: np.ndarray, prev: np.ndarray, widths: list[int]) -> np.ndarray:
@@ -268,62 +446,105 @@ class Aggregator:
         return d
 
     def update(self, rows: np.ndarray, closed: np.ndarray | None = None,
-               now: float | None = None) -> None:
-        """Fold one sample and the flows that closed since the previous one."""
+               now: float | None = None, *, intact: Callable[[], bool] | None = None
+               ) -> bool:
+        """Fold one sample and the flows that closed since the previous one.
+
+        Only the columns the aggregator reads are copied out of ``rows``, in one pass.
+        ``intact``, for rows that may be overwritten meanwhile (a view of the sampler's
+        ring): called after that copy; when it says False the sample is left out and
+        update() returns False."""
         now = time.monotonic() if now is None else now
-        rep = _rows.reported(rows)
+        f = _Frame.of(rows, self._need)
+        if intact is not None and not intact():
+            return False
+        rep = f.reported()
         if not rep.all():                   # rows without statistics (TIME-WAIT, ...)
-            rows = rows[rep]
+            f = f.take(rep)
+        cf = _Frame.of(closed, self._need) if closed is not None and len(closed) else None
         with self.lock:
-            self._update(rows, closed, now)
+            self._update(f, cf, now)
             self.generation += 1
             self.samples += 1
             self.last_sample_time = time.time()
+        return True
 
-    def _update(self, rows: np.ndarray, closed: np.ndarray | None, now: float) -> None:
+    def _sorted_cids(self, rows: _Frame) -> tuple[np.ndarray, np.ndarray]:
+        """(argsort of the cids, the sorted cids): the previous sample's when the cids are
+        the same in the same order."""
+        cids = rows["cid"].astype(np.uint64, copy=False)
+        c = self._ocache
+        if c is not None and np.array_equal(c[0], cids):
+            return c[1], c[2]
+        order = np.argsort(cids, kind="stable")
+        scid = cids[order]
+        self._ocache = (cids, order, scid)
+        return order, scid
+
+    def _update(self, rows: _Frame, closed: _Frame | None, now: float) -> None:
         tomb = self.tombstones
-        if tomb and len(rows):
-            dead = np.fromiter(tomb.keys(), np.uint64, len(tomb))
-            rows = rows[~np.isin(rows["cid"], dead)]
-        gids = self._groups(rows)
+        if len(tomb) and len(rows):
+            keep = tomb.find(rows["cid"]) < 0
+            if not keep.all():
+                rows = rows.take(keep)
+        order, scid = self._sorted_cids(rows)
+        gids = self._groups_cached(rows, order, scid)
         G = len(self.group_labels)
         nc = len(self.counters)
-        vals = self._values(rows) if nc else np.zeros((len(rows), 0), np.uint64)
-        cids = rows["cid"].astype(np.uint64)
-        order = np.argsort(cids, kind="stable")
-        scid, sval, sg = cids[order], vals[order], gids[order]
+        n = len(rows)
+        vals = self._values(rows) if nc else np.zeros((n, 0), np.uint64)
+        sval, sg = vals[order], gids[order]
         widths = self._widths(rows) if nc else []
         # counters: increases since the previous sample
-        pos = np.searchsorted(self.prev_cid, scid)
-        pos_c = np.minimum(pos, max(len(self.prev_cid) - 1, 0))
-        seen = (pos < len(self.prev_cid)) & (self.prev_cid[pos_c] == scid) if len(
-            self.prev_cid) else np.zeros(len(scid), bool)
-        base = np.zeros_like(sval)
-        if len(self.prev_cid):
-            base[seen] = self.prev_val[pos_c[seen]]
-        if self.limbo:                          # flows that skipped a sample
-            for i in np.flatnonzero(~seen).tolist():
-                v = self.limbo.pop(int(scid[i]), None)
-                if v is not None:
-                    base[i] = v[0]
-                    seen[i] = True
-                    self.limbo_time.pop(int(scid[i]), None)
+        same = len(self.prev_cid) == n and np.array_equal(self.prev_cid, scid)
+        if same:                                # the same flows as the previous sample
+            seen = np.ones(n, bool)
+            base = self.prev_val
+        else:
+            pos = np.searchsorted(self.prev_cid, scid)
+            pos_c = np.minimum(pos, max(len(self.prev_cid) - 1, 0))
+            seen = (pos < len(self.prev_cid)) & (self.prev_cid[pos_c] == scid) if len(
+                self.prev_cid) else np.zeros(n, bool)
+            base = np.zeros_like(sval)
+            if len(self.prev_cid):
+                base[seen] = self.prev_val[pos_c[seen]]
+            if len(self.limbo):                 # flows that skipped a sample
+                new = np.flatnonzero(~seen)
+                at = self.limbo.find(scid[new])
+                back = at >= 0
+                if back.any():
+                    base[new[back]] = self.limbo.val[at[back]]
+                    self.limbo.drop(at[back])
         if self.first:
             base = sval.copy()                  # open before we started: from now on
-        delta = self._diff(sval, base, widths) if nc else np.zeros((len(scid), 0))
-        for j in range(nc):
-            self.totals[:, j] += np.bincount(sg, weights=delta[:, j], minlength=G)[:G]
+        delta: np.ndarray | None = None
+        if nc:
+            # only flows whose counters moved add anything (the others add 0.0)
+            moved = np.flatnonzero((sval != base).any(axis=1))
+            dmoved = self._diff(sval[moved], base[moved], widths)
+            if len(moved):
+                gm = sg[moved]
+                for j in range(nc):
+                    self.totals[:, j] += np.bincount(gm, weights=dmoved[:, j],
+                                                     minlength=G)[:G]
+            if self.top_k > 0:
+                delta = np.zeros((n, nc))
+                delta[moved] = dmoved
         # vanished flows wait (in limbo) for their end-of-flow record
-        if len(self.prev_cid):
-            gone = ~np.isin(self.prev_cid, scid)
-            for c, v, g in zip(self.prev_cid[gone].tolist(), self.prev_val[gone],
-                               self.prev_gid[gone].tolist()):
-                self.limbo[c] = (v, g)
-                self.limbo_time[c] = now
+        if len(self.prev_cid) and not same:
+            # np.isin(prev_cid, scid) with scid sorted: one binary search per flow
+            at = np.searchsorted(scid, self.prev_cid)
+            found = np.zeros(len(self.prev_cid), bool)
+            inside = at < n
+            found[inside] = scid[at[inside]] == self.prev_cid[inside]
+            gone = ~found
+            if gone.any():
+                self.limbo.put(self.prev_cid[gone], now, self.prev_val[gone],
+                               self.prev_gid[gone])
         self.prev_cid, self.prev_val, self.prev_gid = scid, sval, sg
         # closed flows: final counters minus what was counted
         if closed is not None and len(closed) and nc:
-            closed = closed[_rows.reported(closed)]
+            closed = closed.take(closed.reported())
             # a flow's last increase goes to the group it was counted in while open
             cg = self._groups(closed).copy()
             G = len(self.group_labels)
@@ -331,22 +552,28 @@ class Aggregator:
             cvals = self._values(closed)
             ccids = closed["cid"].astype(np.uint64)
             cbase = np.zeros_like(cvals)
-            keep = np.ones(len(closed), bool)
-            idx = np.searchsorted(self.prev_cid, ccids)
-            for i, c in enumerate(ccids.tolist()):
-                if c in tomb:
-                    keep[i] = False
-                    continue
-                j = int(idx[i])
-                if j < len(self.prev_cid) and int(self.prev_cid[j]) == c:
-                    cbase[i] = self.prev_val[j]
-                    cg[i] = self.prev_gid[j]
-                elif c in self.limbo:
-                    cbase[i], cg[i] = self.limbo.pop(c)
-                    self.limbo_time.pop(c, None)
-                elif self.first:
-                    keep[i] = False
-                tomb[c] = now
+            # each closed flow once (a repeat is a tombstone already), never one that
+            # has a tombstone; its base is its last counted values (an open flow, or one
+            # in limbo), else 0 (born after the previous sample) -- unless this is the
+            # first sample, when flows closing now were open before we started
+            first_seen = np.zeros(len(ccids), bool)
+            first_seen[np.unique(ccids, return_index=True)[1]] = True
+            dead = (tomb.find(ccids) >= 0) | ~first_seen
+            at = np.searchsorted(self.prev_cid, ccids)
+            atc = np.minimum(at, max(len(self.prev_cid) - 1, 0))
+            is_open = ((at < len(self.prev_cid)) & (self.prev_cid[atc] == ccids)
+                       if len(self.prev_cid) else np.zeros(len(ccids), bool)) & ~dead
+            cbase[is_open] = self.prev_val[atc[is_open]]
+            cg[is_open] = self.prev_gid[atc[is_open]]
+            li = self.limbo.find(ccids)
+            waiting = (li >= 0) & ~is_open & ~dead
+            cbase[waiting] = self.limbo.val[li[waiting]]
+            cg[waiting] = self.limbo.gid[li[waiting]]
+            self.limbo.drop(li[waiting])
+            keep = ~dead
+            if self.first:
+                keep &= is_open | waiting
+            tomb.put(ccids[~dead], now)
             if keep.any():
                 d = self._diff(cvals[keep], cbase[keep], self._widths(closed))
                 for j in range(nc):
@@ -364,23 +591,26 @@ class Aggregator:
         # gauges and histograms of this sample
         self.flows = np.bincount(gids, minlength=G)[:G].astype(np.int64)
         for h, (_, var, scale, bounds) in enumerate(self.hists):
-            ok = _rows.available(rows, var)
-            x = rows[var][ok].astype(np.float64) * scale
-            g = gids[ok]
-            b = np.searchsorted(bounds, x, side="left")
-            nb = len(bounds) + 1
-            counts = np.bincount(g * nb + b, minlength=G * nb)[:G * nb].reshape(G, nb)
+            col = rows[var]
+            ok = rows.available(var)
+            hc = self._hcache[h]
+            if (hc is not None and hc[0] is gids and hc[1] == G
+                    and np.array_equal(hc[2], col) and np.array_equal(hc[3], ok)):
+                counts, sums = hc[4], hc[5]     # the same observations in the same groups
+            else:
+                x = col[ok].astype(np.float64) * scale
+                g = gids[ok]
+                b = np.searchsorted(bounds, x, side="left")
+                nb = len(bounds) + 1
+                counts = np.bincount(g * nb + b, minlength=G * nb)[:G * nb].reshape(G, nb)
+                sums = np.bincount(g, weights=x, minlength=G)[:G]
+                self._hcache[h] = (gids, G, col, ok, counts, sums)
             self.hcounts[h] += counts
-            self.hsums[h] += np.bincount(g, weights=x, minlength=G)[:G]
+            self.hsums[h] += sums
         # expire limbo and tombstones
         cut = now - TOMBSTONE_SECONDS
-        if self.limbo_time and min(self.limbo_time.values()) < cut:
-            for c in [c for c, t in self.limbo_time.items() if t < cut]:
-                self.limbo.pop(c, None)
-                self.limbo_time.pop(c, None)
-        if tomb and min(tomb.values()) < cut:
-            for c in [c for c, t in tomb.items() if t < cut]:
-                del tomb[c]
+        self.limbo.expire(cut)
+        tomb.expire(cut)
         self._top(rows, scid, delta, order)
 
     def _grow(self, G: int) -> None:
@@ -397,10 +627,10 @@ class Aggregator:
                                                       np.int64)])
                 self.hsums[h] = np.append(self.hsums[h], np.zeros(extra))
 
-    def _top(self, rows: np.ndarray, scid: np.ndarray, delta: np.ndarray,
+    def _top(self, rows: _Frame, scid: np.ndarray, delta: np.ndarray | None,
              order: np.ndarray) -> None:
         self.top = []
-        if self.top_k <= 0 or not len(rows) or not self.counters:
+        if self.top_k <= 0 or not len(rows) or not self.counters or delta is None:
             return
         room = (self.budget - len(self.group_labels) * self.per_group) // TOP_SERIES
         k = min(self.top_k, len(rows))
@@ -417,8 +647,8 @@ class Aggregator:
             pick = pick[:max(room, 0)]
         if not len(pick):
             return
-        sel = rows[order[pick]]
-        local, remote = _rows.endpoints(sel)
+        sel = rows.take(order[pick])
+        local, remote = _rows.endpoints(sel)  # type: ignore[arg-type]
         rtt = None
         if self.hists and self.hists[0][0] == "web10g_flow_rtt_seconds":
             _, var, scale, _ = self.hists[0]

@@ -1,9 +1,12 @@
 """The collector: one sampler, many sinks, signals, and its own health metrics.
 
-The main thread takes each snapshot out of the sampler's ring (a copy the sinks may keep),
-collects the final counters of flows that closed (``agent.closed()``, when the backend
-has end-of-flow notifications), and offers both to every sink without waiting: each sink
-has its own thread and a bounded queue (see :mod:`web10g.collector.sinks`). Sampling
+The main thread takes each snapshot out of the sampler's ring -- without copying it: the
+sinks get a view of the ring slot and copy the columns they need, checking afterwards
+that the sampler has not begun to reuse the slot (a sink that far behind drops the
+sample, counted); a sink that keeps rows as they are gets a copy --, collects the final
+counters of flows that closed (``agent.closed()``, when the backend has end-of-flow
+notifications), and offers both to every sink without waiting: each sink has its own
+thread and a bounded queue (see :mod:`web10g.collector.sinks`). Sampling
 runs on the sampler's thread on a deadline grid, so nothing a sink does delays it;
 deadlines that are missed anyway (an overloaded machine) are counted.
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,6 +27,7 @@ from web10g import __version__
 from web10g.collector.config import Config
 from web10g.collector.log import EventLog
 from web10g.collector.sinks import Item, ParquetSink, PrometheusSink, RecordSink, Sink, SinkRunner
+from web10g.rows import copy as copy_rows
 
 #: the dataset's default variables: counters, RTT, windows, rates, limits
 DEFAULT_VARS = [
@@ -104,7 +108,8 @@ class Collector:
                 rotate_seconds=c.rotate_seconds, rotate_bytes=c.rotate_bytes,
                 row_group_rows=c.row_group_rows, compression_level=c.compression_level,
                 metadata={"interval_s": c.interval, "filter": c.filter or "",
-                          "states": c.states or "open"}))
+                          "states": c.states or "open"},
+                expected_rows=getattr(self.sampler, "_slot_rows", None), interval=c.interval))
         if c.prometheus:
             names = list(dtype.names or ())
             clone = agent.clone() if agent.capabilities.live else None
@@ -142,17 +147,23 @@ class Collector:
         closed_ok = bool(agent.capabilities.closed_flows)
         if closed_ok:
             agent.watch_closed()
-        sinks = self._build_sinks(agent, dtype)
-        self.runners = [SinkRunner(s, self.log, c.sink_queue) for s in sinks]
-        if c.prometheus:
-            from web10g.collector.prometheus import Exporter
-
-            sources = [self.families] + [s.families for s in sinks]
-            if self.aggregator is not None:
-                sources.insert(0, self.aggregator.families)
-            self.exporter = Exporter(c.prometheus, sources, self._generation, self.log)
+        # the sampler first (not started): its probe read tells the sinks how many flows
+        # to make room for
         self.sampler = agent.sampler(self.vars, interval=c.interval, filter=c.filter,
                                      states=self._states(), capacity=16, strict=False)
+        try:
+            sinks = self._build_sinks(agent, dtype)
+            self.runners = [SinkRunner(s, self.log, self._depth(s)) for s in sinks]
+            if c.prometheus:
+                from web10g.collector.prometheus import Exporter
+
+                sources = [self.families] + [s.families for s in sinks]
+                if self.aggregator is not None:
+                    sources.insert(0, self.aggregator.families)
+                self.exporter = Exporter(c.prometheus, sources, self._generation, self.log)
+        except BaseException:
+            self.sampler.stop()
+            raise
         self.log.info("started", version=__version__, backend=agent.backend,
                       host=self.host, netns=c.netns or "", interval=c.interval,
                       variables=len(dtype.names), sinks=",".join(r.name for r in self.runners),
@@ -194,7 +205,9 @@ class Collector:
         return 0 if ok else 1
 
     def _drain(self, agent: Any, closed_ok: bool) -> None:
-        snaps = self.sampler.read()
+        views = self._views_ok()
+        snaps = _take_views(self.sampler) if views else [
+            _Taken(s.seq, s.rows, s.error) for s in self.sampler.read()]
         closed = None
         if closed_ok:
             try:
@@ -232,14 +245,43 @@ class Collector:
                 rows = s.rows
                 t_ns = int(rows["timestamp"][0]) if len(rows) else time.time_ns()
                 items.append(Item(s.seq, t_ns, rows,
-                                  closed if k == len(good) - 1 else None))
+                                  closed if k == len(good) - 1 else None,
+                                  _SlotCheck(self.sampler, s.seq) if views else None))
             self.samples += len(good)
             self.last_flows = len(good[-1].rows)
             self.last_sample_ns = items[-1].t_ns
+        copies = views and any(not r.sink.takes_views for r in self.runners)
         for item in items:
+            owned: Item | None = item
+            if copies and item.check is not None:
+                # a sink that keeps rows as they are gets its own copy, made once and
+                # only if the slot still holds the sample (else the sample is dropped)
+                rows = copy_rows(item.rows)
+                owned = Item(item.seq, item.t_ns, rows, item.closed) if item.intact() \
+                    else None
             for r in self.runners:
-                r.offer(item)
+                if r.sink.takes_views:
+                    r.offer(item)
+                elif owned is not None:
+                    r.offer(owned)
+                else:
+                    r.offered += 1
+                    r._drop()
         self.generation += 1
+
+    def _depth(self, sink: Sink) -> int:
+        """A sink's queue: ``sink_queue`` samples; a sink that takes views of the ring
+        queues nothing but references, and may fall up to half the ring behind (a
+        Parquet row group written at once, on a busy machine, needs that slack)."""
+        if sink.takes_views and self._views_ok():
+            return max(self.config.sink_queue, self.sampler.capacity // 2)
+        return self.config.sink_queue
+
+    def _views_ok(self) -> bool:
+        """Hand the sinks views of the ring's slots (no copy per sample) when the ring
+        holds well more samples than a sink may have queued: a slot is written again
+        ``capacity`` samples later, and a sink checks after copying that it was not."""
+        return self.sampler.capacity >= 2 * (self.config.sink_queue + 2)
 
     def _generation(self) -> Any:
         agg = self.aggregator.generation if self.aggregator is not None else 0
@@ -311,3 +353,41 @@ class Collector:
                 counter("web10g_collector_parquet_rows_lost", "Rows of windows dropped "
                         "after a write failure", s.rows_lost)
         return out
+
+
+class _Taken(NamedTuple):
+    seq: int
+    rows: np.ndarray
+    error: str | None
+
+
+def _take_views(sampler: Any) -> list[_Taken]:
+    """What ``Sampler.read()`` returns, without its copy: the snapshots taken since the
+    last call, whose rows are views of the ring's slots. The slot of sample ``seq`` is
+    written again when sample ``seq + capacity`` starts (the sampler's count is then
+    ``seq + capacity``); :class:`_SlotCheck` says whether that has happened yet."""
+    with sampler._cond:
+        cap = sampler.capacity
+        count = sampler._count
+        first = max(sampler._tail, count - cap)
+        out = []
+        for k in range(first, count):
+            s = sampler._meta[k % cap]
+            out.append(_Taken(s.seq, s.rows, s.error))
+        sampler._tail = count
+        sampler._cond.notify_all()
+    return out
+
+
+class _SlotCheck:
+    """True while the ring slot of sample ``seq`` still holds it (call it after copying
+    from the view: the copy is then the sample as it was read)."""
+
+    __slots__ = ("sampler", "limit")
+
+    def __init__(self, sampler: Any, seq: int) -> None:
+        self.sampler = sampler
+        self.limit = seq + sampler.capacity
+
+    def __call__(self) -> bool:
+        return bool(self.sampler._count < self.limit)

@@ -1,7 +1,9 @@
 """Sinks and the runner that isolates each one on its own thread.
 
-A sink receives :class:`Item` objects (one sample's rows, which it may keep, plus the
-flows that closed since the previous sample). Each sink runs on its own thread behind a
+A sink receives :class:`Item` objects (one sample's rows plus the flows that closed
+since the previous sample). The rows are a view of the sampler's ring for sinks that say
+they take views (``takes_views``: they copy what they need and check ``item.intact()``
+afterwards), and a copy of their own for the others. Each sink runs on its own thread behind a
 bounded queue (:class:`SinkRunner`): a sink that blocks (a hung disk, a slow network
 filesystem) only fills its own queue, after which its samples are dropped and counted,
 and sampling and the other sinks go on. A sink that raises is reported (log + metric)
@@ -13,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +28,29 @@ from web10g.collector.log import EventLog
 class Item:
     seq: int
     t_ns: int                       # wall time of the sample (ns since the epoch)
-    rows: np.ndarray                # owned by the item (a copy out of the sampler's ring)
+    rows: np.ndarray                # owned by the item, or a view of a ring slot: check
     closed: np.ndarray | None       # final rows of flows that ended (or None)
+    # rows that are a view of a slot of the sampler's ring: True while the slot still
+    # holds this sample (None: the rows are owned, a copy)
+    check: Callable[[], bool] | None = None
+
+    def intact(self) -> bool:
+        """False once the sampler has begun to overwrite the rows (a view's slot)."""
+        return self.check is None or self.check()
+
+
+class SampleOverwritten(Exception):
+    """A sink was too far behind: the ring slot its sample was in has been reused."""
 
 
 class Sink:
+    """``takes_views``: the sink accepts items whose rows are a view of the sampler's
+    ring: it copies what it keeps and calls ``item.intact()`` after copying, raising
+    :class:`SampleOverwritten` (counted as a dropped sample) when that says False. Other
+    sinks get rows they own."""
+
     name = "sink"
+    takes_views = False
 
     def write(self, item: Item) -> None:
         raise NotImplementedError
@@ -60,6 +80,7 @@ class SinkRunner:
         self.offered = 0
         self.written = 0
         self.dropped = 0
+        self.overwritten = 0                # of the dropped: the ring slot was reused
         self.errors = 0
         self.last_error = ""
         self.failing = False
@@ -78,13 +99,16 @@ class SinkRunner:
             self.queue.put_nowait(item)
             return True
         except queue.Full:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._last_drop_log >= 10.0:
-                self._last_drop_log = now
-                self.log.warning("sink_behind", sink=self.name, dropped_total=self.dropped,
-                                 queue=self.queue.maxsize)
+            self._drop()
             return False
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= 10.0:
+            self._last_drop_log = now
+            self.log.warning("sink_behind", sink=self.name, dropped_total=self.dropped,
+                             queue=self.queue.maxsize)
 
     def request_rotate(self) -> None:
         self._rotate.set()
@@ -107,6 +131,10 @@ class SinkRunner:
         t0 = time.monotonic()
         try:
             fn(*a)
+        except SampleOverwritten:           # behind by a whole ring: a dropped sample
+            self.overwritten += 1
+            self._drop()
+            return False
         except Exception as exc:  # noqa: BLE001 - reported; the sink keeps its thread
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -143,11 +171,13 @@ class SinkRunner:
 
 class ParquetSink(Sink):
     name = "parquet"
+    takes_views = True
 
     def __init__(self, root: str, *, host: str, dtype: np.dtype, backend: str,
                  log: EventLog, rotate_seconds: float, rotate_bytes: int,
                  row_group_rows: int, compression_level: int,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None,
+                 expected_rows: int | None = None, interval: float | None = None) -> None:
         from web10g.collector.parquet import DatasetWriter, remove_stale_temps
 
         self.log = log
@@ -161,7 +191,10 @@ class ParquetSink(Sink):
                                     rotate_seconds=rotate_seconds, rotate_bytes=rotate_bytes,
                                     row_group_rows=row_group_rows,
                                     compression_level=compression_level,
-                                    metadata=metadata, on_file=self._done)
+                                    metadata=metadata, on_file=self._done, background=True)
+        if expected_rows:
+            # the row-group buffers, allocated and faulted in before sampling starts
+            self.writer.prepare(expected_rows, rotate_seconds / interval if interval else None)
 
     def _done(self, f: Any) -> None:
         self.files += 1
@@ -170,7 +203,9 @@ class ParquetSink(Sink):
 
     def write(self, item: Item) -> None:
         w = self.writer
-        w.add(item.rows, t_ns=item.t_ns)
+        # the writer copies the rows into its column buffers (no copy kept of the slot)
+        if not w.add(item.rows, t_ns=item.t_ns, intact=item.check):
+            raise SampleOverwritten(f"sample {item.seq}")
         if item.closed is not None and len(item.closed):
             w.add(item.closed, final=True, t_ns=item.t_ns)
 
@@ -190,6 +225,7 @@ class ParquetSink(Sink):
 
 class PrometheusSink(Sink):
     name = "prometheus"
+    takes_views = True
 
     def __init__(self, agent: Any, variables: list[str], *, keys: list[str],
                  ipv4_prefix: int, ipv6_prefix: int, top_k: int, series_budget: int,
@@ -218,7 +254,8 @@ class PrometheusSink(Sink):
 
     def write(self, item: Item) -> None:
         self._refresh_listeners()
-        self.aggregator.update(item.rows, item.closed)
+        if not self.aggregator.update(item.rows, item.closed, intact=item.check):
+            raise SampleOverwritten(f"sample {item.seq}")
 
     def close(self) -> None:
         if self._agent is not None:
@@ -239,6 +276,7 @@ class RecordSink(Sink):
     (PATH-<UTC time>.w10g); the first file is PATH itself."""
 
     name = "record"
+    takes_views = True              # it never reads the rows
 
     def __init__(self, path: str, agent: Any, *, filter: Any, states: Any,
                  log: EventLog) -> None:
