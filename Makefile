@@ -8,7 +8,7 @@ ASAN_LIB = $(shell cc -print-file-name=libasan.so)
 # preloaded with ASan so C++ extensions (matplotlib's) find the real __cxa_throw
 STDCXX_LIB = $(shell cc -print-file-name=libstdc++.so.6)
 
-.PHONY: help deps venv build test demo bench lint debug sanitize clean
+.PHONY: help deps venv build test demo bench lint debug sanitize clean fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml setup.py | deps
 
 EXTRAS_test  = test
 EXTRAS_lint  = lint
+EXTRAS_fuzz  = fuzz
 EXTRAS_bench = bench,record
 # The package is installed already: pip takes the extras from its metadata and adds only
 # their requirements (no rebuild of the extensions).
@@ -57,6 +58,17 @@ bench: build $(VENV)/.installed-bench ## run the benchmarks (tables of ratios ag
 	for b in benchmarks/bench_*.py; do echo "== $$b"; \
 	  WEB10G_BENCH_RESULTS=$$run $(PY) $$b $(BENCH_ARGS) || echo "!! $$b failed"; done; \
 	$(PY) benchmarks/report.py $$run --readme README.md
+
+# Fuzzing (fuzz/README.md): the C decoders as libFuzzer harnesses (clang), the Python
+# readers and the filter compiler under atheris. Per target: FUZZ_SECONDS (default 60) or
+# FUZZ_RUNS executions; FUZZ_TARGETS=a,b picks targets; FUZZ_JOBS targets at a time.
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?=
+FUZZ_TARGETS ?=
+FUZZ_JOBS ?= 2
+fuzz: build $(VENV)/.installed-fuzz ## fuzz every decoder (FUZZ_SECONDS=60 or FUZZ_RUNS=N per target); prints executions per target
+	$(PY) fuzz/run.py $(if $(FUZZ_RUNS),--runs $(FUZZ_RUNS),--seconds $(FUZZ_SECONDS)) \
+	    --jobs $(FUZZ_JOBS) $(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS))
 
 # (cython-lint runs pycodestyle from PATH: the venv's is put first)
 lint: $(VENV)/.installed-lint ## ruff, cython-lint and mypy

@@ -17,6 +17,11 @@ command -v bpftool >/dev/null 2>&1 || [ -x /usr/sbin/bpftool ] || need+=(bpftool
 ldconfig -p 2>/dev/null | grep -q 'libbpf\.so\.1' || need+=(libbpf1)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v llvm-strip >/dev/null 2>&1 || need+=(llvm)
+# the fuzz harnesses (make fuzz, and the short run in make test) link clang's libFuzzer
+if ! command -v clang >/dev/null 2>&1 || \
+   [ ! -e "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ]; then
+    need+=(libclang-rt-dev)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "note: the ebpf backend needs: ${need[*]} (Debian names; Fedora: clang bpftool" \
