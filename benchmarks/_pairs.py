@@ -41,6 +41,7 @@ BATCH = 1_000                  # connects in flight before accepting them (backl
 READY_TIMEOUT = 300.0          # seconds a holder may take to open its share
 FD_SLACK = 64                  # descriptors a holder needs besides its sockets
 _LINGER0 = struct.pack("ii", 1, 0)
+TRAFFIC = 1_000                # bytes each flow carries each way once connected
 
 
 # ---- the holder (child process) ------------------------------------------------------
@@ -100,8 +101,24 @@ def _raise_nofile(need: int) -> None:
                       f"{hard}; raising it needs CAP_SYS_RESOURCE)")
 
 
-def _hold(pairs: int, host_index: int, v6: bool) -> None:
-    """Open ``pairs`` connected pairs, report, hold them until stdin closes."""
+def _exchange(clients: list[socket.socket], servers: list[socket.socket], nbytes: int) -> None:
+    """Each client sends ``nbytes``, each server reads them and answers as much: the
+    flows have carried data both ways (RTT samples, byte and segment counters, delivery
+    rate), as a busy server's flows have, instead of idling since the handshake."""
+    req = b"q" * nbytes
+    for c in clients:
+        c.setblocking(True)
+        c.sendall(req)
+    for s in servers:
+        got = s.recv(nbytes, socket.MSG_WAITALL)
+        s.sendall(b"r" * len(got))
+    for c in clients:
+        c.recv(nbytes, socket.MSG_WAITALL)
+
+
+def _hold(pairs: int, host_index: int, v6: bool, traffic: int = 0) -> None:
+    """Open ``pairs`` connected pairs (each carrying ``traffic`` bytes each way),
+    report, hold them until stdin closes."""
     _die_with_parent()
     t0 = time.perf_counter()
     nlisteners = max(1, math.ceil(pairs / PER_LISTENER))
@@ -146,6 +163,8 @@ def _hold(pairs: int, host_index: int, v6: bool) -> None:
                 if err:
                     raise OSError(err, f"connect to {addr}: {os.strerror(err)}")
                 held.append(c)
+            if traffic:
+                _exchange(pending, held[-2 * n:-n], traffic)
             per[li] += n
             left -= n
         for ls in listeners:          # only established sockets stay
@@ -180,7 +199,8 @@ class Pairs:
     holder was ready; ``teardown_s`` is filled in on exit.
     """
 
-    def __init__(self, sockets: int, *, procs: int | None = None, v6: bool = False) -> None:
+    def __init__(self, sockets: int, *, procs: int | None = None, v6: bool = False,
+                 traffic: int = TRAFFIC) -> None:
         self.pairs = (max(0, int(sockets)) + 1) // 2
         self.sockets = 2 * self.pairs
         cpus = os.cpu_count() or 1
@@ -191,6 +211,7 @@ class Pairs:
         want = max(want, math.ceil(self.pairs / per_holder))
         self.procs = max(1, min(want, self.pairs)) if self.pairs else 0
         self.v6 = v6
+        self.traffic = max(0, int(traffic))
         self.setup_s = 0.0
         self.teardown_s = 0.0
         self._children: list[subprocess.Popen] = []
@@ -207,6 +228,8 @@ class Pairs:
                        "--index", str(_holder_counter)]
                 if self.v6:
                     cmd.append("--v6")
+                if self.traffic:
+                    cmd += ["--traffic", str(self.traffic)]
                 self._children.append(subprocess.Popen(
                     cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True))
             self._wait_ready()
@@ -278,7 +301,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--hold"]:
         v6 = "--v6" in argv
         index = int(argv[argv.index("--index") + 1]) if "--index" in argv else 0
-        _hold(int(argv[1]), index, v6)
+        traffic = int(argv[argv.index("--traffic") + 1]) if "--traffic" in argv else 0
+        _hold(int(argv[1]), index, v6, traffic)
         return 0
     n = int(argv[0]) if argv else 20_000
     with Pairs(n, v6="--v6" in argv) as p:
