@@ -464,7 +464,9 @@ def report(results: list[dict], notes: list[str], out: Results) -> None:
                        pr["ss/rss"], TARGET_SS, ">=",
                        what={"sockets": r["N"], **(r["request_ss"] or {}),
                              "variables": "tcp_info + cc_algorithm"},
-                       detail=f"CPU ratio {fmt_ratio(pr['ss/rss cpu'])}")
+                       detail=f"CPU ratio {fmt_ratio(pr['ss/rss cpu'])}; bound: ss -tin / "
+                              f"kernel floor of the same request {fmt_ratio(pr['ss/fss'])} "
+                              "(a reader that asks the kernel cannot beat its floor)")
         if r["pr2"]:
             out.target(f"pyroute2_{r['N']}", f"pyroute2 / read_all(), {r['N']:,} sockets",
                        r["pr2"] / r["ra"], TARGET_PYROUTE2, ">=")

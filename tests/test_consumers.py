@@ -128,3 +128,54 @@ def test_rows_keep_their_meaning_through_copies_and_pickles(pair):
     assert len(tw) and not R.available(tw, "SegsOut").any() and not R.reported(tw).any()
     with pytest.raises(errors.UnknownColumn, match="SegsOut"):
         R.available(rows, "SegsOutt")
+
+
+def _aborted_after(nbytes: int, filter_side: str):
+    """A flow that sends ``nbytes`` inside a monitor, then is aborted (SO_LINGER 0)."""
+    import struct
+    import time
+
+    lst = socket.create_server(("127.0.0.1", 0))
+    port = lst.getsockname()[1]
+    c = socket.socket()
+    c.bind(("127.0.0.1", 0))
+    cport = c.getsockname()[1]
+    flt = f"dport = :{port}" if filter_side == "dport" else f"sport = :{cport}"
+    s = None
+    try:
+        with web10g.monitor(filter=flt, interval=0.02, backend="sock_diag",
+                            vars=["HCThruOctetsAcked", "SegsOut"]) as m:
+            c.connect(("127.0.0.1", port))      # inside the block: counted from zero
+            s, _ = lst.accept()
+            c.sendall(b"a" * nbytes)
+            got = 0
+            while got < nbytes:
+                got += len(s.recv(1 << 20))
+            time.sleep(0.1)             # a few samples see the flow
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            time.sleep(0.05)
+    finally:
+        if s is not None:
+            s.close()
+        c.close()
+        lst.close()
+    return m.result, cport, port
+
+
+@pytest.mark.parametrize("filter_side", ["dport", "sport"])
+def test_a_flow_aborted_with_linger0_keeps_its_counts_and_endpoints(filter_side):
+    """The kernel zeroes an aborted flow's counters and remote port before its destroy
+    notification: the summary must keep the sampled counts (not wrap to 2**64) and the
+    flow's endpoints, and still say it ended, whichever port the filter names."""
+    res, cport, port = _aborted_after(200_000, filter_side)
+    mine = np.flatnonzero(res.flows["local_port"] == cport)
+    assert len(mine) == 1, res.flows
+    i = mine[0]
+    assert res.flows["ended"][i]
+    assert res.flows["rem_port"][i] == port
+    assert res.flows["remote"][i] == f"127.0.0.1:{port}"
+    assert 200_000 <= int(res.flows["bytes_sent"][i]) <= 200_001   # + the SYN's octet
+    row = res.closed[res.closed["local_port"] == cport]
+    assert len(row) == 1 and not R.reported(row)[0]            # zeros withheld, not values
+    assert row["rem_port"][0] == port                          # endpoints restored

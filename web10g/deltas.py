@@ -119,7 +119,11 @@ def summarize(snapshots: Sequence[np.ndarray], final: np.ndarray | None = None,
     """
     snaps = [s[reported(s)] for s in snapshots]
     snaps = [s for s in snaps if len(s)]
+    ended_cids = None
     if final is not None:
+        # every final row says its flow ended; only those with statistics extend the
+        # counters (a flow aborted with SO_LINGER 0 is notified with its counters zeroed)
+        ended_cids = final["cid"]
         final = final[reported(final)]
     parts = snaps + ([final] if final is not None and len(final) else [])
     if not parts:
@@ -178,6 +182,8 @@ def summarize(snapshots: Sequence[np.ndarray], final: np.ndarray | None = None,
             out["cwnd_max"] = np.array([np.nanmax(cw[s:e + 1]) if np.isfinite(cw[s:e + 1]).any()
                                         else np.nan for s, e in zip(start, end)])
     out["ended"] = np.logical_or.reduceat(is_final, start) if len(start) else np.zeros(0, bool)
+    if ended_cids is not None and len(ended_cids):
+        out["ended"] |= np.isin(cids, ended_cids)
     for col in ("local_port", "rem_port", "family", "local_addr", "rem_addr"):
         if col in names:
             out[col] = rows[col][end]

@@ -122,9 +122,17 @@ class Monitor:
             self._sampler.stop()
         closed = np.zeros(0, dtype=self._sampler.dtype)
         notes = []
+        snaps = [s.rows for s in self._sampler.snapshots() if s.ok]
         if self._agent.capabilities.closed_flows:
             ended = self._agent.closed(self.vars)
+            # A flow aborted with SO_LINGER 0 is notified with its remote port cleared,
+            # so the filter may no longer match it: flows sampled in the block are kept
+            # by cid, and get back the endpoints of their last sample.
+            _rows.restore_identity(ended, [self._baseline] + snaps)
             keep = _rows.select(ended, self.filter, self.states, None, default_states=False)
+            if keep is not None:
+                known = np.concatenate([self._baseline["cid"]] + [s["cid"] for s in snaps])
+                keep |= np.isin(ended["cid"], known)
             closed = ended if keep is None else ended[keep]
         elif self._agent.capabilities.live:
             notes.append(f"the {self._agent.backend} backend sends no end-of-flow "
@@ -136,7 +144,6 @@ class Monitor:
                          "interval)")
         if self._own_agent:
             self._agent.close()
-        snaps = [s.rows for s in self._sampler.snapshots() if s.ok]
         self.result = MonitorResult(snaps, closed,
                                     deltas.summarize(snaps, closed, self._baseline),
                                     self._sampler.stats, time.monotonic() - self._t0, notes)

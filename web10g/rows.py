@@ -17,7 +17,7 @@ its values are then taken as reported.)
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -310,6 +310,39 @@ def reported(rows: np.ndarray) -> np.ndarray:
     or request socket) has identity only: its zeros are not values."""
     p = presence_of(rows)
     return np.ones(len(rows), dtype=bool) if p is None else p.reported(rows)
+
+
+IDENTITY_ENDPOINTS = ("family", "local_addr", "local_port", "rem_addr", "rem_port")
+
+
+def restore_identity(ended: np.ndarray, seen: Sequence[np.ndarray]) -> np.ndarray:
+    """Give end-of-flow rows whose endpoints the kernel cleared (a flow aborted with
+    SO_LINGER 0 is reported with remote port 0 and maybe local address 0; see
+    backends.sockdiag) the endpoints of their latest row in ``seen`` (earlier samples,
+    oldest first), matched by cid. Returns ``ended`` (changed in place)."""
+    names = ended.dtype.names or ()
+    if not len(ended) or not all(c in names for c in IDENTITY_ENDPOINTS + ("cid",)):
+        return ended
+    cleared = np.flatnonzero((ended["rem_port"] == 0) & ended["rem_addr"].any(axis=1))
+    if not len(cleared):
+        return ended
+    want = ended["cid"][cleared]
+    for snap in reversed(seen):         # newest first: the latest endpoints win
+        if not len(cleared):
+            break
+        if not len(snap) or not all(c in (snap.dtype.names or ()) for c in
+                                    IDENTITY_ENDPOINTS + ("cid",)):
+            continue
+        order = np.argsort(snap["cid"], kind="stable")
+        scids = snap["cid"][order]
+        pos = np.searchsorted(scids, want)
+        hit = (pos < len(scids)) & (scids[np.minimum(pos, len(scids) - 1)] == want)
+        if hit.any():
+            src = order[pos[hit]]
+            for col in IDENTITY_ENDPOINTS:
+                ended[col][cleared[hit]] = snap[col][src]
+            cleared, want = cleared[~hit], want[~hit]
+    return ended
 
 
 def copy(rows: np.ndarray) -> np.ndarray:

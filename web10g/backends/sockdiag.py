@@ -350,7 +350,10 @@ class SockDiagAgent(BaseAgent):
 
         The first call subscribes to the kernel's destroy notifications (and returns
         what ended since ``watch_closed()``, if it was called); flows that end between
-        two samples still deliver their last values here.
+        two samples still deliver their last values here. A flow aborted with SO_LINGER
+        0 is the exception: the kernel zeroes its counters and its remote port before
+        notifying, so its row says only that it ended (no tcp_info in ``present``; see
+        ``web10g.rows.restore_identity``).
         """
         self.watch_closed()
         assert self._closed_watch is not None
@@ -403,10 +406,32 @@ class ClosedWatch:
             self.overruns += overruns
             warnings.warn(f"the kernel dropped destroy notifications {overruns} time(s): "
                           "call closed() more often", RuntimeWarning, stacklevel=3)
-        return _rows.as_rows(arr[:n])
+        out = arr[:n]
+        _withhold_disconnected(out)
+        return _rows.as_rows(out)
 
     def close(self) -> None:
         self._sock.close()
+
+
+def _withhold_disconnected(rows: np.ndarray) -> None:
+    """Mark the destroy records of disconnected flows as carrying no statistics.
+
+    A connection aborted with SO_LINGER 0 (or dissolved by connect(AF_UNSPEC)) goes
+    through tcp_disconnect() before it is destroyed: the kernel zeroes its counters,
+    clears its remote port (and an unbound local address) and only then sends the
+    notification. Those zeros are not the flow's final values: a consumer that took
+    them as such would see every counter go backwards (a 2**64 byte "increase"). Such
+    a record is told apart by a zero remote port with a remote address still set (no
+    connection has remote port 0; a listener or a socket never connected has neither).
+    Its tcp_info is withheld (``present``), so it says only *that* the flow ended;
+    the last sample holds its last values, and rows.restore_identity() its endpoints.
+    """
+    if not len(rows) or "rem_port" not in (rows.dtype.names or ()):
+        return
+    gone = (rows["rem_port"] == 0) & rows["rem_addr"].any(axis=1)
+    if gone.any():
+        rows["present"][gone] &= ~np.asarray(PRESENT_BITS["tcp_info"], rows["present"].dtype)
 
 
 class ReplayDecoder:
