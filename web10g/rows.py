@@ -241,7 +241,9 @@ def as_rows(arr: np.ndarray) -> Rows:
     owner = arr.base if isinstance(arr.base, np.ndarray) and arr.base.base is None else arr
     if owner is arr or not arr.flags.c_contiguous or not owner.flags.c_contiguous:
         return arr.view(Rows)
-    offset = arr.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    # .ctypes.data, not __array_interface__: the latter describes every field of the
+    # dtype (0.1 ms for the 165 columns of every variable), on every read.
+    offset = arr.ctypes.data - owner.ctypes.data
     if not 0 <= offset <= owner.nbytes - arr.nbytes:
         return arr.view(Rows)
     return np.ndarray.__new__(Rows, arr.shape, arr.dtype, buffer=owner, offset=offset)
