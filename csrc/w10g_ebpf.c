@@ -8,6 +8,7 @@
 
 #include "w10g_ebpf_rec.h"
 #include "w10g_rows.h"
+#include "w10g_stream.h"
 
 /* Linux TCP state -> RFC 4898 tcpEStatsStackState (as the sock_diag decoder). */
 static const uint8_t rfc_state[16] = {
@@ -244,36 +245,6 @@ static void decode_rec(const struct w10g_eb_rec *r, char *row, const struct w10g
  * stores first read each line in. The row is built in a scratch row, then streamed. */
 #define W10G_EB_STREAM_MIN (4u << 20)       /* capacity x itemsize, bytes */
 #define W10G_EB_ROW_MAX 1024u               /* widest row streamed */
-#if defined(__x86_64__)
-#include <emmintrin.h>
-#define W10G_EB_CAN_STREAM 1
-static inline void stream_out(char *dst, const char *src, size_t len)
-{
-    size_t i = 0;
-    if ((uintptr_t)dst & 8) {             /* rows are 8-aligned: one word to reach 16 */
-        long long v;
-        memcpy(&v, src, 8);
-        _mm_stream_si64((long long *)(void *)dst, v);
-        i = 8;
-    }
-    for (; i + 16 <= len; i += 16)
-        _mm_stream_si128((__m128i *)(void *)(dst + i),
-                         _mm_loadu_si128((const __m128i *)(const void *)(src + i)));
-    if (i + 8 <= len) {
-        long long v;
-        memcpy(&v, src + i, 8);
-        _mm_stream_si64((long long *)(void *)(dst + i), v);
-        i += 8;
-    }
-    if (i < len)
-        memcpy(dst + i, src + i, len - i);
-}
-static inline void stream_done(void) { _mm_sfence(); }
-#else
-#define W10G_EB_CAN_STREAM 0
-static inline void stream_out(char *dst, const char *src, size_t len) { memcpy(dst, src, len); }
-static inline void stream_done(void) {}
-#endif
 
 /* Decode the whole records at the start of buf[0, len); *used says how many bytes they
  * took (a record cut at the end is left for the caller: used < len). Records are read in
@@ -285,7 +256,7 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
     size_t off = 0;
     struct w10g_eb_rec copy;
     _Alignas(16) char scratch[W10G_EB_ROW_MAX];
-    const int stream = W10G_EB_CAN_STREAM && s->itemsize <= sizeof(scratch) &&
+    const int stream = W10G_CAN_STREAM && s->itemsize <= sizeof(scratch) &&
                        s->capacity * s->itemsize >= W10G_EB_STREAM_MIN &&
                        !((uintptr_t)s->rows & 7) && !(s->itemsize & 7);
     int streamed = 0;
@@ -335,12 +306,12 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
                                   &s->spill_cap);
         if (!row) {
             if (streamed)
-                stream_done();
+                w10g_stream_fence();
             return -ENOMEM;
         }
         if (stream && s->n < s->capacity) {
             decode_rec(r, scratch, s);
-            stream_out(row, scratch, s->itemsize);
+            w10g_stream_out(row, scratch, s->itemsize);
             streamed = 1;
         } else {
             decode_rec(r, row, s);
@@ -348,12 +319,12 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
         s->n++;
     }
     if (streamed)
-        stream_done();
+        w10g_stream_fence();
     *used = off;
     return 0;
 bad:
     if (streamed)
-        stream_done();
+        w10g_stream_fence();
     s->bad_offset = base + off;
     return -EBADMSG;
 }

@@ -1,5 +1,6 @@
 /* The sock_diag decoder; see w10g_sockdiag.h. */
 #include "w10g_sockdiag.h"
+#include "w10g_stream.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -318,39 +319,12 @@ static inline void copy_run(char *dst, const char *src, size_t len)
     }
 }
 
-/* Large outputs are written with non-temporal stores: a dump of 20,000 rows of every
- * column writes 14 MB, which no cache keeps, and ordinary stores first read each line
- * in (the copy then cost as much as the decoding). */
-#if defined(__x86_64__)
-#include <emmintrin.h>
-static inline void stream_out(char *dst, const char *src, size_t len)
+/* Large outputs are written around the cache (w10g_stream.h). */
+void w10g_sd_done(struct w10g_sd_sink *s)
 {
-    size_t i = 0;
-    if ((uintptr_t)dst & 8) {             /* rows are 8-aligned: one word to reach 16 */
-        long long v;
-        memcpy(&v, src, 8);
-        _mm_stream_si64((long long *)(void *)dst, v);
-        i = 8;
-    }
-    for (; i + 16 <= len; i += 16)
-        _mm_stream_si128((__m128i *)(void *)(dst + i),
-                         _mm_loadu_si128((const __m128i *)(const void *)(src + i)));
-    if (i + 8 <= len) {
-        long long v;
-        memcpy(&v, src + i, 8);
-        _mm_stream_si64((long long *)(void *)(dst + i), v);
-        i += 8;
-    }
-    if (i < len)
-        memcpy(dst + i, src + i, len - i);
+    if (s->stream)
+        w10g_stream_fence();
 }
-void w10g_sd_done(struct w10g_sd_sink *s) { if (s->stream) _mm_sfence(); }
-#define W10G_CAN_STREAM 1
-#else
-static inline void stream_out(char *dst, const char *src, size_t len) { memcpy(dst, src, len); }
-void w10g_sd_done(struct w10g_sd_sink *s) { (void)s; }
-#define W10G_CAN_STREAM 0
-#endif
 
 /* The finished row (in the scratch row) into the output row. */
 static inline void emit_row(struct w10g_sd_sink *s, const struct w10g_sd_config *cfg,
@@ -372,7 +346,7 @@ static inline void emit_row(struct w10g_sd_sink *s, const struct w10g_sd_config 
         copy_run(row, src, sizeof(*r));
         return;
     }
-    stream_out(row, src, s->itemsize);
+    w10g_stream_out(row, src, s->itemsize);
 }
 
 /* The record's attributes: offset of each type's payload (from the record payload) and
