@@ -8,7 +8,7 @@ ASAN_LIB = $(shell cc -print-file-name=libasan.so)
 # preloaded with ASan so C++ extensions (matplotlib's) find the real __cxa_throw
 STDCXX_LIB = $(shell cc -print-file-name=libstdc++.so.6)
 
-.PHONY: help deps venv build test demo bench lint debug sanitize clean fuzz
+.PHONY: help deps venv build test demo bench soak lint debug sanitize clean fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -53,11 +53,18 @@ test: $(VENV)/.installed-test build ## run the test suite
 demo: build ## sample this machine's live flows and show them
 	$(PY) -m web10g.demo
 
+# Every benchmark but the soak (hours at its full size: `make soak`).
+BENCH_SCRIPTS = $(filter-out benchmarks/bench_soak.py,$(wildcard benchmarks/bench_*.py))
+SOAK_ARGS ?=
+
 bench: build $(VENV)/.installed-bench ## run the benchmarks (tables of ratios against baselines; BENCH_ARGS=--quick)
 	@run=benchmarks/results/run-$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$run; \
-	for b in benchmarks/bench_*.py; do echo "== $$b"; \
+	for b in $(BENCH_SCRIPTS); do echo "== $$b"; \
 	  WEB10G_BENCH_RESULTS=$$run $(PY) $$b $(BENCH_ARGS) || echo "!! $$b failed"; done; \
 	$(PY) benchmarks/report.py $$run --readme README.md
+
+soak: build $(VENV)/.installed-bench ## soak: RSS/fds over 1,000,000 polls of 10,000 sockets, then 10 min of churn (hours; SOAK_ARGS=--quick)
+	$(PY) benchmarks/bench_soak.py $(SOAK_ARGS)
 
 # Fuzzing (fuzz/README.md): the C decoders as libFuzzer harnesses (clang), the Python
 # readers and the filter compiler under atheris. Per target: FUZZ_SECONDS (default 60) or

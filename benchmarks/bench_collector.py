@@ -8,7 +8,8 @@ bytes per flow per sample for idle flows.
 CPU is the process's user + system time (every thread, the kernel's dump work included)
 per sample, so a loaded machine that delays samples does not change it much. Runs are
 interleaved (bare, parquet, prometheus, bare, ...) and each ratio is the median of the
-per-round ratios. The flows are idle loopback connections held by benchmarks/_pairs.py.
+per-round ratios. The flows are loopback connections held by benchmarks/_pairs.py (each
+carried 1 KB each way, then idles).
 The Prometheus run is scraped four times a second (far more often than a Prometheus
 server would) by a separate process, as Prometheus would scrape it: the collector's side
 of every scrape (rendering, HTTP) is in its CPU, the HTTP client's is not.
@@ -24,7 +25,7 @@ import threading
 import time
 
 import _common  # noqa: F401
-from _common import machine_lines, median, table
+from _common import Results, add_results_args, machine_lines, median
 from _pairs import Pairs
 
 import web10g
@@ -100,9 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hz", type=float, default=10.0)
     p.add_argument("--seconds", type=float)
     p.add_argument("--rounds", type=int)
+    add_results_args(p)
     args = p.parse_args(argv)
     seconds = args.seconds or (4.0 if args.quick else 10.0)
     rounds = args.rounds or (1 if args.quick else 3)
+    res = Results("bench_collector", args, "the collector (web10g serve) against the bare "
+                  "sampler")
     print("web10g collector benchmark")
     print("\n".join(machine_lines()))
     ratios_pq, ratios_pm, rows = [], [], []
@@ -113,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         have = [v.name for v in agent.variables()]
         vars_ = [v for v in DEFAULT_VARS if v in have]
         vars_ += [v for v in wanted_vars(have) if v not in vars_]
-        print(f"flows   : {pairs.sockets:,} held sockets ({len(agent.read_all([])):,} open "
-              f"flows on the machine), {args.hz:g} Hz, {len(vars_)} variables, "
-              f"{seconds:g} s per run, {rounds} round(s)")
         nflows = len(agent.read_all([]))
+        what = {"sockets": pairs.sockets, "flows": nflows, "hz": args.hz,
+                "variables": len(vars_), "seconds": seconds, "rounds": rounds}
+        print(f"flows   : {pairs.sockets:,} held sockets ({nflows:,} open flows on the "
+              f"machine), {args.hz:g} Hz, {len(vars_)} variables, {seconds:g} s per run, "
+              f"{rounds} round(s)")
         disturbed: list[int] = []
         for r in range(rounds):
             # the machine's flows, around the round: other work that opens or closes many
@@ -151,38 +157,43 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([f"{r + 1}{'*' if r in disturbed else ''}", nb, f"{b * 1e3:.2f}",
                          f"{nq} ({dq})", f"{q * 1e3:.2f}", f"{q / b:.2f}x", f"{nm} ({dm})",
                          f"{m * 1e3:.2f}", f"{m / b:.2f}x"])
-    print()
-    print(table(["round", "bare samples", "bare CPU ms/sample", "parquet samples (dropped)",
-                 "parquet CPU ms/sample", "ratio", "prom samples (dropped)",
-                 "prom CPU ms/sample", "ratio"], rows))
     keep = [i for i in range(len(ratios_pq)) if i not in disturbed] or list(range(len(ratios_pq)))
+    notes = ["CPU: the process's user + system time (every thread, the kernel's dump "
+             "included) per sample; rounds interleave bare, Parquet, Prometheus"]
     if len(keep) < len(ratios_pq):
-        print(f"* disturbed: the medians below are of round(s) "
-              f"{', '.join(str(i + 1) for i in keep)}")
+        notes.append(f"* disturbed: the medians are of round(s) "
+                     f"{', '.join(str(i + 1) for i in keep)}")
+    res.table("collector_rounds", f"The collector against the bare sampler, {nflows:,} flows "
+              f"at {args.hz:g} Hz, {len(vars_)} variables (CPU per sample)",
+              ["round", "bare samples", "bare CPU ms/sample", "parquet samples (dropped)",
+               "parquet CPU ms/sample", "ratio", "prom samples (dropped)",
+               "prom CPU ms/sample", "ratio"], rows, notes=notes, what=what, readme=True)
     rq = median([ratios_pq[i] for i in keep])
     rm = median([ratios_pm[i] for i in keep])
-    scrape_ms = median(scrapes) * 1e3
+    scrape_ms = median(scrapes) * 1e3 if scrapes else float("nan")
     p95 = sorted(scrapes)[int(0.95 * (len(scrapes) - 1))] * 1e3 if scrapes else float("nan")
-    render_ms = median(render) * 1e3
+    render_ms = median(render) * 1e3 if render else float("nan")
     b = median(bpr)
     print()
-    print(table(["measure", "value", "target", ""], [
-        ["CPU parquet / bare sampler", f"{rq:.2f}x", "<= 1.3x", "ok" if rq <= 1.3 else "MISS"],
-        ["CPU prometheus / bare sampler", f"{rm:.2f}x", "<= 1.2x",
-         "ok" if rm <= 1.2 else "MISS"],
-        ["scrape (HTTP, median)", f"{scrape_ms:.1f} ms", "< 50 ms",
-         "ok" if scrape_ms < 50 else "MISS"],
-        ["scrape (HTTP, p95)", f"{p95:.1f} ms", "", ""],
-        ["render uncached (generate_latest)", f"{render_ms:.1f} ms", "< 50 ms",
-         "ok" if render_ms < 50 else "MISS"],
-        ["dataset bytes per flow per sample", f"{b:.2f} B", "<= 20 B",
-         "ok" if b <= 20 else "MISS"],
-    ], align="lrrl"))
+    res.target("collector_parquet", f"collector with the Parquet sink / bare sampler, CPU, "
+               f"{nflows:,} flows at {args.hz:g} Hz", rq, 1.3, "<=", what=what,
+               detail="rounds: " + ", ".join(f"{ratios_pq[i]:.2f}x" for i in keep))
+    res.target("collector_prometheus", f"collector with the Prometheus sink / bare sampler, "
+               f"CPU, {nflows:,} flows at {args.hz:g} Hz", rm, 1.2, "<=", what=what,
+               detail="rounds: " + ", ".join(f"{ratios_pm[i]:.2f}x" for i in keep))
+    res.target("collector_scrape", f"a scrape of {nflows:,} flows (HTTP, median)", scrape_ms,
+               50, "<", unit=" ms", detail=f"p95 {p95:.1f} ms; uncached render "
+                                           f"{render_ms:.1f} ms")
+    res.target("collector_bytes", "dataset bytes per flow per sample", b, 20, "<=",
+               unit=" B")
     qs = median([float(rows[i][4]) for i in keep]) / 1e3
     ms = median([float(rows[i][7]) for i in keep]) / 1e3
+    res.figure("scale", {"flows": nflows, "parquet_ms_per_sample": qs * 1e3,
+                         "prometheus_ms_per_sample": ms * 1e3})
     print(f"\nscale on paper: {nflows:,} flows per sample; one core handles about "
           f"{nflows / qs / 1e6:.2f} M flow-samples/s with the Parquet sink and "
           f"{nflows / ms / 1e6:.2f} M with the Prometheus sink (flows x Hz per core)")
+    res.save()
     return 0
 
 
