@@ -16,8 +16,9 @@ import textwrap
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
+
+from netns_util import named_netns
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -182,15 +183,8 @@ def can_netns() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def netns(name: str) -> Iterator[str]:
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+def netns(name: str) -> contextlib.AbstractContextManager[str]:
+    return named_netns(name)
 
 
 # -- a real Prometheus server -------------------------------------------------------------

@@ -19,6 +19,15 @@ NETLINK_USERSOCK = 2
 
 
 @pytest.fixture
+def netns_name() -> Iterator[str]:
+    """A fresh named network namespace with lo up (tests/netns_util.py), deleted after."""
+    from netns_util import named_netns
+
+    with named_netns() as name:
+        yield name
+
+
+@pytest.fixture
 def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
     """An established loopback connection: (listener, client, accepted server side)."""
     lst = socket.create_server(("127.0.0.1", 0))

@@ -13,7 +13,6 @@ import struct
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,17 +59,6 @@ def keep() -> Iterator[list[Any]]:
     yield k
     for s in k:
         s.close()
-
-
-@pytest.fixture
-def netns_name() -> Iterator[str]:
-    name = f"w10gebpf{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 # -- loader ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from netns_util import named_netns
 
 from web10g import errors
 from web10g import netns as _netns
@@ -67,17 +68,6 @@ def loaded(pin_dir: str) -> Iterator[str]:
     assert not res.already
     yield pin_dir
     L.unload(pin_dir)
-
-
-@pytest.fixture
-def netns_name() -> Iterator[str]:
-    name = f"w10gflt{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -186,14 +176,10 @@ def test_reader_in_another_netns_sees_that_netns_only(loaded: str, netns_name: s
 def test_empty_netns_reads_zero_rows_then_deleted_is_a_clear_error(loaded: str) -> None:
     """A namespace without a single TCP socket still gets the iterator's header (written
     at the end of the walk): zero rows, not a "not web10g's iterator" error."""
-    name = f"w10gflt{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with named_netns() as name:
         eb = _agent(loaded, netns=name)
         assert len(eb.read_all(states="all")) == 0
         assert len(eb.list_conns()) == 0
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
     with eb:
         with pytest.raises(FileNotFoundError, match="network namespace"):
             eb.read_all()

@@ -2,6 +2,7 @@
 sockets that see exactly the namespace they were opened in."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pathlib
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from netns_util import named_netns
 
 from web10g import errors, netns
 
@@ -57,18 +59,8 @@ def unused_pid() -> int:
 @pytest.fixture
 def make_ns() -> Iterator[Callable[[], str]]:
     """Factory for fresh named namespaces with lo up; all are deleted afterwards."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"w10g-test-{secrets.token_hex(4)}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        made.append(name)
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        return name
-
-    yield make
-    for name in made:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(named_netns())
 
 
 @pytest.fixture

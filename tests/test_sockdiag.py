@@ -6,7 +6,6 @@ import re
 import socket
 import subprocess
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -365,15 +364,6 @@ def test_kernel_lacks_nothing_it_should_have(agent):
     # 6.18 has every tcp_info field; only the 7.0 bit-field columns are missing
     if agent.kernel >= (6, 18) and agent.kernel < (7, 0):
         assert agent.unavailable <= {"ecn_mode", "options2", "Priority", "class_id", "mark"}
-
-
-@pytest.fixture
-def netns_name():
-    name = f"w10g-t-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def test_agent_in_another_namespace(netns_name, tcp_pair):
