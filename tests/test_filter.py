@@ -390,3 +390,12 @@ def test_structured_errors(make) -> None:  # type: ignore[no-untyped-def]
         make()
     assert ei.value.text is None and ei.value.position is None
     assert str(ei.value).startswith("invalid filter: ")
+
+
+@pytest.mark.parametrize("text", ["dst 0.3.0.30/\u00b9", "src 10.0.0.0/\u00b2\u2074",
+                                  "sport = :\u0663", "dport >= :1\u0662"])
+def test_digits_of_other_scripts_are_refused_cleanly(text: str) -> None:
+    """str.isdigit() and \\d accept '¹' and Arabic-Indic digits; int() refuses the first
+    (the fuzzer's ValueError) and reads the second. Both are FilterErrors here."""
+    with pytest.raises(FilterError):
+        F.compile(text)

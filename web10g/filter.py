@@ -236,7 +236,7 @@ def _err(reason: str, offset: int) -> FilterError:
 
 def _parse_port(s: str, base: int = 0) -> int:
     """PORT is `5201` or `:5201`; errors point ``base`` + offset into the token."""
-    m = re.fullmatch(r":?(-?\d+)", s)
+    m = re.fullmatch(r":?(-?[0-9]+)", s)     # ASCII digits: \d takes any script's
     if not m:
         raise _err(f"invalid port {s!r}", base)
     v = int(m.group(1))
@@ -281,7 +281,8 @@ def _parse_host(s: str) -> tuple[Net | None, int | None]:
         raise _err("scoped IPv6 addresses are not supported", a_off)
     bits: int = ip.max_prefixlen
     if slash:
-        if not plen.isdigit() or int(plen) > bits:
+        # ASCII digits only: str.isdigit() also takes '¹', which int() refuses
+        if not (plen.isascii() and plen.isdigit()) or int(plen) > bits:
             raise _err(f"invalid prefix length /{plen} for an IPv{ip.version} address "
                        f"(0..{bits})", p_off or a_off + len(a) + 1)
         bits = int(plen)
@@ -401,7 +402,7 @@ class _Parser:
             if op_low not in _OPS:
                 raise self.fail(f"expected a comparison operator after {kw!r}", opos)
             t, _, p, word = self.take()
-            if not (word and re.fullmatch(r":?-?\d+", t)):
+            if not (word and re.fullmatch(r":?-?[0-9]+", t)):
                 raise self.fail(f"expected a port after '{kw} {op_tok}'", p)
             return Port(side, _OPS[op_low], self.located(_parse_port, t, p))
         if self.peek()[0] in ("=", "=="):
