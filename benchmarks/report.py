@@ -74,7 +74,8 @@ def print_targets(runs: list[dict], run_dir: str) -> int:
             print(f"  {v:4s}  {t['text']:<{width}}  {shown(t):>10}  (target {limit(t)})"
                   + (f"  [{r['script']}]"))
     scripts = {os.path.splitext(os.path.basename(p))[0]
-               for p in glob.glob(os.path.join(HERE, "bench_*.py"))}
+               for p in glob.glob(os.path.join(HERE, "bench_*.py"))} - {"bench_soak"}
+    # (bench_soak runs apart, `make soak`: hours at its full size)
     missing = sorted(scripts - {r["script"] for r in runs})
     if missing:
         print(f"  no results from: {', '.join(missing)} (failed, or not writing JSON yet)")
