@@ -303,6 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     for t in targets:
         if t in C_TARGETS:
             build(t)
+    py = [t for t in targets if t in PY_TARGETS]
+    if py and not args.build_only and subprocess.run(
+            [args.python, "-c", "import atheris"], capture_output=True).returncode != 0:
+        # Without atheris a Python target only replays its files: a timed run would
+        # restart it in a loop and count nothing.
+        print(f"fuzz/run.py: atheris is not installed in {args.python}, so the Python "
+              f"targets ({', '.join(py)}) cannot fuzz: run `make fuzz` (it installs "
+              "web10g[fuzz]) or pip install atheris", file=sys.stderr)
+        return 2
     if args.build_only:
         return 0
     seconds, runs = args.seconds, args.runs
