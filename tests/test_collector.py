@@ -79,6 +79,12 @@ def test_dataset_file_layout_types_nulls_and_metadata(tmp_path):
     assert schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")
     assert pa.types.is_string(schema.field("local_addr").type.value_type)
     assert f.metadata.row_group(0).column(0).compression == "ZSTD"
+    # statistics where readers filter (time, identity), none on the counters
+    rg = f.metadata.row_group(0)
+    stats = {rg.column(i).path_in_schema: rg.column(i).is_stats_set
+             for i in range(rg.num_columns)}
+    assert stats["timestamp"] and stats["local_port"] and stats["rem_port"]
+    assert not stats["HCThruOctetsAcked"]
     meta = json.loads(schema.metadata[b"web10g"])
     assert meta["web10g_version"] == web10g.__version__
     assert meta["units"]["rtt_us"] == "microseconds"
@@ -93,6 +99,33 @@ def test_dataset_file_layout_types_nulls_and_metadata(tmp_path):
     # rows sorted by (local_port, cid, timestamp)
     key = list(zip(t["local_port"], t["cid"], t["timestamp"]))
     assert key == sorted(key)
+
+
+def test_congestion_control_names_are_stored_as_dictionary_text(tmp_path):
+    lst, socks = _pairs(3)
+    port = lst.getsockname()[1]
+    names = ["reno", "cubic", "reno"]
+    for x, cc in zip(socks[::2], names):
+        x.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+    try:
+        with web10g.open("sock_diag") as agent:
+            vars_ = ["SegsOut", "cc_algorithm"]
+            with pqw.DatasetWriter(tmp_path, host="cc", dtype=agent.dtype(vars_)) as w:
+                for _ in range(3):
+                    w.add(_rows.copy(agent.read_all(vars_, filter=f"dport = :{port}")))
+    finally:
+        lst.close()
+        for x in socks:
+            x.close()
+    f = pq.ParquetFile(next(tmp_path.rglob("part-*.parquet")))
+    t = f.schema_arrow.field("cc_algorithm").type
+    # a handful of names, like state and family: dictionary-encoded text (pandas: category)
+    assert pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)
+    df = f.read().to_pandas()
+    got = df.sort_values(["local_port", "timestamp"])["cc_algorithm"].astype(str).tolist()
+    want = [cc for _, cc in sorted(zip([x.getsockname()[1] for x in socks[::2]], names))
+            for _ in range(3)]
+    assert got == want
 
 
 def test_dataset_reader_pushes_filters_down(tmp_path):

@@ -58,7 +58,7 @@ class Config:
     rotate_seconds: float = 300.0
     rotate_bytes: int = 256 << 20
     row_group_rows: int = 1 << 20
-    compression_level: int = 3
+    compression_level: int = 1
     prometheus: str | None = None
     prom_keys: list[str] = field(default_factory=lambda: ["local_port", "remote_net", "state"])
     ipv4_prefix: int = 24
