@@ -17,8 +17,10 @@ there too and the target is restarted for what is left of its time or runs. Find
 that matter become regression files under tests/fuzz_regressions/<target>/, which
 `--short` (and so `make test`) replays.
 
-The run's figures go to fuzz/work/last-run.json (benchmarks/bench_fuzz.py reads it) and
-are appended to fuzz/work/history.jsonl.
+The run's figures go to fuzz/work/last-run.json and are appended, target by target, to
+fuzz/work/history.jsonl (this checkout's) and to fuzz/ledger.jsonl, the campaign's record,
+which is committed so that the executions of every run of record stay with the code
+(fuzz/work/ goes with the checkout). benchmarks/bench_fuzz.py reads both.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ CSRC = os.path.join(ROOT, "csrc")
 BUILD = os.path.join(HERE, "build")
 WORK = os.path.join(HERE, "work")
 REGRESSIONS = os.path.join(ROOT, "tests", "fuzz_regressions")
+LEDGER = os.path.join(HERE, "ledger.jsonl")
 
 C_TARGETS = {
     # target: (harness, decoder sources, max_len)
@@ -58,6 +61,19 @@ PY_TARGETS = {
 TARGETS = list(C_TARGETS) + list(PY_TARGETS)
 SANITIZE = ["-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
             "-fno-omit-frame-pointer", "-g", "-O2"]
+
+
+def _commit() -> str:
+    """The commit fuzzed (with +dirty when the work tree differs): which code a ledger
+    line's executions count for."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def clang() -> str | None:
@@ -327,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fuzzing {', '.join(targets)}: {what} each, {args.jobs} at a time "
           f"(nice {args.nice}); logs in {os.path.relpath(log_dir, ROOT)}", flush=True)
 
+    commit = _commit()
     results: dict[str, dict] = {}
     queue = list(targets)
     lock = threading.Lock()
@@ -343,11 +360,13 @@ def main(argv: list[str] | None = None) -> int:
                 results[t] = r
                 if not args.short:     # each target as it ends: a stopped run keeps them
                     os.makedirs(WORK, exist_ok=True)
-                    with open(os.path.join(WORK, "history.jsonl"), "a") as fh:
-                        fh.write(json.dumps({"schema": "web10g-fuzz/1", "started": stamp,
-                                             "seconds_per_target": seconds,
-                                             "runs_per_target": runs, "jobs": args.jobs,
-                                             "targets": [r]}) + "\n")
+                    line = json.dumps({"schema": "web10g-fuzz/1", "started": stamp,
+                                       "commit": commit, "seconds_per_target": seconds,
+                                       "runs_per_target": runs, "jobs": args.jobs,
+                                       "targets": [r]}) + "\n"
+                    for path in (os.path.join(WORK, "history.jsonl"), LEDGER):
+                        with open(path, "a") as fh:
+                            fh.write(line)
                 print(f"  {t}: {r['executions']:,} executions in {r['seconds']:.0f} s "
                       f"({r['exec_per_s']:,}/s), {len(r['crashes'])} crashes, "
                       f"{len(r['python_findings'])} Python findings so far", flush=True)

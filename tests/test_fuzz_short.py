@@ -8,6 +8,7 @@ under atheris (the `test` extra), or, without it, replay their seeds.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -94,3 +95,34 @@ def test_clang_is_found_when_installed() -> None:
     if shutil.which("clang") is None:
         pytest.skip("no clang on PATH")
     assert fuzz_run.clang() is not None
+
+
+def test_fuzz_figures_count_each_run_once_and_restart_after_a_finding(tmp_path):
+    """benchmarks/bench_fuzz.py: the committed ledger and the checkout's history hold the
+    same lines (counted once); the goal counts the executions after the last finding."""
+    def line(started, target, execs, crashes=(), findings=(), order=1, **extra):
+        return json.dumps({"started": started, "order": order, "targets": [
+            {"target": target, "kind": "atheris", "executions": execs, "seconds": 10.0,
+             "exec_per_s": execs // 10, "crashes": list(crashes),
+             "python_findings": list(findings), **extra}]}) + "\n"
+
+    ledger, history = tmp_path / "ledger.jsonl", tmp_path / "history.jsonl"
+    out = tmp_path / "o.json"
+    ledger.write_text(line("before", "filter", 3_000_000, order=0, runs=2, aggregate=True)
+                      + line("20261205T190431Z", "filter", 4_000_000, findings=["x.txt"])
+                      + line("20261205T212906Z", "filter", 600_000))
+    history.write_text(line("20261205T212906Z", "filter", 600_000)     # the same run
+                       + line("20261205T213024Z", "filter", 9_500_000)
+                       + line("20261205T213024Z", "record", 11_000_000))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_fuzz.py"),
+                        "--history", str(ledger), str(history), "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    totals = data["figures"]["totals"]
+    assert totals["filter"]["executions"] == 3_000_000 + 4_000_000 + 600_000 + 9_500_000
+    assert totals["filter"]["runs"] == 2 + 1 + 1 + 1
+    assert totals["filter"]["clean"] == 600_000 + 9_500_000          # after the finding
+    assert data["figures"]["latest"]["filter"]["started"] == "20261205T213024Z"
+    verdicts = {t["id"]: t["pass"] for t in data["targets"]}
+    assert verdicts == {"execs_filter": True, "execs_record": True}

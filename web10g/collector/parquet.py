@@ -349,7 +349,7 @@ def writer_options(schema: Any, compression_level: int) -> dict[str, Any]:
     return opts
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _has_max_rows_per_page() -> bool:
     import inspect
 
