@@ -107,6 +107,7 @@ def test_congestion_control_names_are_stored_as_dictionary_text(tmp_path):
     names = ["reno", "cubic", "reno"]
     for x, cc in zip(socks[::2], names):
         x.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+    ports = [x.getsockname()[1] for x in socks[::2]]
     try:
         with web10g.open("sock_diag") as agent:
             vars_ = ["SegsOut", "cc_algorithm"]
@@ -123,8 +124,7 @@ def test_congestion_control_names_are_stored_as_dictionary_text(tmp_path):
     assert pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)
     df = f.read().to_pandas()
     got = df.sort_values(["local_port", "timestamp"])["cc_algorithm"].astype(str).tolist()
-    want = [cc for _, cc in sorted(zip([x.getsockname()[1] for x in socks[::2]], names))
-            for _ in range(3)]
+    want = [cc for _, cc in sorted(zip(ports, names)) for _ in range(3)]
     assert got == want
 
 
