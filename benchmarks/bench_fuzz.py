@@ -115,6 +115,9 @@ def main() -> int:
                      "crashes: hard crashes (sanitizer, OOM, timeout) whose inputs are under "
                      "fuzz/work/findings/<target>/; py findings: Python exceptions other than "
                      "web10g's documented errors, one file per signature there too",
+                     "an OOM or timeout whose input passes when run again alone (the "
+                     "harness process grew under atheris) is recorded as unreproduced in "
+                     "the run's line, not as a crash",
                      "execs since a finding: executions of the runs after the last run "
                      "that found something (that run not counted); the goal counts these",
                      "niced (nice 10), two targets at a time on a shared machine"],

@@ -126,3 +126,19 @@ def test_fuzz_figures_count_each_run_once_and_restart_after_a_finding(tmp_path):
     assert data["figures"]["latest"]["filter"]["started"] == "20261205T213024Z"
     verdicts = {t["id"]: t["pass"] for t in data["targets"]}
     assert verdicts == {"execs_filter": True, "execs_record": True}
+
+
+def test_a_hard_crash_counts_unless_its_input_passes_alone(tmp_path):
+    """fuzz/run.py: an OOM or timeout of a long run whose input passes when run alone
+    (the harness process grew, not the input's run) is recorded as not reproduced; one
+    that fails again, and any other crash, stays a finding."""
+    harness = tmp_path / "harness.py"
+    harness.write_text("import sys\nsys.exit(int(open(sys.argv[-1]).read()))\n")
+    base = [sys.executable, str(harness)]
+    env = dict(os.environ)
+    for name, code, finding in (("oom-grew", "0", False), ("oom-big", "1", True),
+                                ("timeout-slow", "1", True), ("crash-asan", "0", True)):
+        art = tmp_path / name
+        art.write_text(code)
+        why = fuzz_run._not_reproduced(base, str(art), env, 4096)
+        assert (why is None) == finding, (name, why)
