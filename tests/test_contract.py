@@ -119,12 +119,23 @@ def _open_ebpf(keep: list[Any], request: Any) -> Source:
                   f"sport = :{port}", K, K + 1)
 
 
+def _open_replay_ebpf(keep: list[Any], request: Any) -> Source:
+    request.getfixturevalue("_ebpf_programs")
+    port = _loopback_flows(keep)
+    path = request.getfixturevalue("tmp_path") / "eb.w10g"
+    with web10g.open("ebpf") as live:
+        _record(path, live)     # states="all": the listener is in the recording
+    return Source("replay-ebpf", lambda: web10g.open(replay=path), f"sport = :{port}",
+                  K, K + 1)
+
+
 SOURCES = {
     "sock_diag": _open_sock_diag,
     "estats": _open_estats,
     "replay-sock_diag": _open_replay_sock_diag,
     "replay-estats": _open_replay_estats,
     "ebpf": _open_ebpf,
+    "replay-ebpf": _open_replay_ebpf,
 }
 
 

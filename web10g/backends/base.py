@@ -69,6 +69,8 @@ class Capabilities:
     recordable: bool = False
     #: filters run in the kernel (else client-side with the same semantics)
     kernel_filter: bool = False
+    #: ``states=None`` keeps only the default ("open") states; False: every flow listed
+    default_states: bool = False
     #: ``read_all(active_within=MS)`` asks the kernel for recently active flows only
     activity_filter: bool = False
     #: ``netns=`` selects a network namespace

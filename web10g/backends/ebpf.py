@@ -150,7 +150,7 @@ class EbpfAgent(BaseAgent):
     capabilities = Capabilities(
         live=True, closed_flows=True, owners=True, kill=True,
         writable=frozenset(("LimCwnd", "LimRwin")), recordable=True, kernel_filter=False,
-        namespaces=True, uid_inode=True,
+        default_states=True, namespaces=True, uid_inode=True,
         present_unit="record part (tcp_sock, counters since the flow's start, "
                      "sequence numbers)")
 

@@ -56,11 +56,12 @@ class ReplayAgent(BaseAgent):
         self.meta_fields = self._decoder.meta_fields
         live = cls.capabilities
         self.capabilities = Capabilities(
-            live=False, kernel_filter=False, uid_inode=live.uid_inode,
-            present_unit=live.present_unit)
-        # states=None means what it meant live: a kernel that filtered by state by
-        # default (sock_diag's "open") gets the same filter here.
-        self._default_states = live.kernel_filter
+            live=False, kernel_filter=False, default_states=live.default_states,
+            uid_inode=live.uid_inode, present_unit=live.present_unit)
+        # states=None means what it meant live: a backend that kept only the open states
+        # by default (sock_diag in the kernel, ebpf in its decoder) gets the same filter
+        # here, even when the recording sampled states="all".
+        self._default_states = live.default_states
         self._frames: Iterator[Frame] = self.recording.frames()
         self._current: Frame | None = None
         self._seen: dict[Any, int] = {}

@@ -100,7 +100,8 @@ class SockDiagAgent(BaseAgent):
         live=True, closed_flows=True, owners=True, kill=True,
         writable=frozenset(("LimRwin", "cc_algorithm", "max_pacing_rate_bytes_per_s",
                             "notsent_lowat_bytes")),
-        recordable=True, kernel_filter=True, namespaces=True, uid_inode=True,
+        recordable=True, kernel_filter=True, default_states=True, namespaces=True,
+        uid_inode=True,
         present_unit="reply part (tcp_info, meminfo, congestion, ...)")
 
     def __init__(self, netns: Any = None) -> None:
