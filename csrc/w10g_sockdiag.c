@@ -416,7 +416,7 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     struct inet_diag_msg m;
     uint16_t present = 0;
 
-    if ((const char *)nlh == s->rxbuf && !s->fixed_time) {
+    if (s->rxbuf && (const char *)nlh == *s->rxbuf && !s->fixed_time) {
         /* the socket read the clock when the datagram arrived (and the tap recorded it) */
         if (s->rx_ns) {
             s->now_ns = *s->rx_ns;

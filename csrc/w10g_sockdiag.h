@@ -313,7 +313,9 @@ struct w10g_sd_sink {
     size_t n;                       /* rows decoded so far (may exceed capacity) */
     char *spill;
     size_t spill_cap;               /* in rows */
-    const char *rxbuf;              /* receive buffer start: a message there starts a datagram */
+    const char *const *rxbuf;       /* where the socket received the datagram being decoded
+                                     * (it moves: straight into the tap when recording);
+                                     * a message there starts a datagram. NULL: none */
     int64_t now_ns;                 /* CLOCK_REALTIME of the current datagram */
     const int64_t *rx_ns;           /* where the socket keeps that time (NULL: read the clock) */
     int fixed_time;                 /* replay: keep now_ns as given */

@@ -142,3 +142,62 @@ def test_formatter_writes_to_a_file_what_it_returns(tmp_path):
     bio = io.BytesIO()                           # no file descriptor: written through it
     _format.format_rows(rows, cols, file=bio)
     assert bio.getvalue() == text
+
+
+def _tap_entries(raw):
+    """(receive time, datagram) of each tap entry."""
+    out, off = [], 0
+    while off < len(raw):
+        n = int.from_bytes(raw[off:off + 4], "little")
+        t = int.from_bytes(raw[off + 4:off + 12], "little", signed=True)
+        out.append((t, bytes(raw[off + 12:off + 12 + n])))
+        off += 12 + n
+    assert off == len(raw)
+    return out
+
+
+def test_the_tap_receives_in_place_and_rows_keep_their_datagrams_time(agent, loopback_pairs):
+    """Recording receives each datagram straight into the tap (no copy): the rows of a
+    tapped read carry the receive time of the datagram each came in, as an untapped
+    read's do, and the tap holds exactly what the decoders read."""
+    _state, sock = agent.recorder_state()
+    sock.tap_start()
+    rows = agent.read_all(states="all")
+    raw = sock.tap_take(stop=True)
+    entries = _tap_entries(raw)
+    assert isinstance(raw, memoryview) and raw.readonly and len(entries) >= 1
+    times = {t for t, _ in entries}
+    assert set(rows["timestamp"].tolist()) <= times
+    again, n = decode_datagrams([d for _, d in entries], agent.dtype(None), timestamp_ns=5)
+    assert n == len(rows)
+    assert np.array_equal(again[:n]["cid"], rows["cid"])
+    assert np.array_equal(again[:n]["SegsOut"], rows["SegsOut"])
+    after = agent.read_all(states="all")            # untapped: its own buffer again
+    assert len(after) and (after["timestamp"] > 0).all()
+
+
+def test_tap_memory_is_handed_over_and_recycled_only_when_unread(agent, loopback_pairs):
+    _state, sock = agent.recorder_state()
+
+    def sample():
+        sock.tap_start()
+        agent.read_all(states="all")
+        return sock.tap_take(stop=True)
+
+    first = sample()
+    owner = first.obj
+    kept = bytes(first)
+    second = sample()                     # the first one's memory is still the caller's
+    assert bytes(first) == kept and second.obj is not owner
+    sock.tap_recycle(first)               # given back: the next sample takes its memory
+    assert len(owner) == len(kept)        # until that sample, the data is still there
+    third = sample()
+    assert len(owner) == 0 and len(third) > 0
+    # a buffer still read elsewhere (a view of it) is never reused
+    owner3, head = third.obj, bytes(third[:16])
+    view = third[:16]
+    sock.tap_recycle(third)
+    fourth = sample()
+    assert len(owner3) > 0 and fourth.obj is not owner3 and bytes(view) == head
+    sock.tap_recycle(b"not tap data")     # ignored
+    assert _tap_entries(fourth)

@@ -34,7 +34,8 @@ cdef class NetlinkSocket:
     cdef readonly unsigned int portid
     cdef readonly unsigned int peer
     cdef sockaddr_nl dest
-    cdef char *rxbuf
+    cdef char *rxbuf        # where the next datagram is received: rxbuf0, or the tap's end
+    cdef char *rxbuf0       # the receive buffer this socket owns
     cdef size_t rxlen
     cdef uint32_t seq
     cdef bint busy
@@ -42,14 +43,17 @@ cdef class NetlinkSocket:
     cdef bint check_creds   # peer mode: accept only datagrams sent as root or as us
     cdef uint32_t euid      # our effective uid when the socket was opened
     cdef readonly unsigned long foreign     # datagrams dropped: not from the expected sender
-    # the tap: when on, every datagram received is also appended (u32 length, i64 rx_ns,
-    # bytes)
-    # here, for recordings of exactly what the kernel sent
+    # the tap: when on, every datagram is received straight into it, each behind a
+    # (u32 length, i64 rx_ns) header: recordings of exactly what the kernel sent, with
+    # no copy (see tap_take)
     cdef int64_t rx_ns      # CLOCK_REALTIME when the last datagram was received
     cdef bint tapping
     cdef char *tap
     cdef size_t tap_len
     cdef size_t tap_cap
+    cdef size_t tap_hint    # the last sample's length: a new tap starts that large
+    cdef list tap_pool      # TapData given back (tap_recycle): their memory is reused
+    cdef int rx_target(self) noexcept nogil
     cdef int tap_append(self, size_t n) noexcept nogil
     cdef ssize_t recv_checked(self, int flags, nl_status *st) noexcept nogil
     cdef ssize_t receive(self, nl_status *st) noexcept nogil

@@ -9,6 +9,7 @@ from libc.errno cimport (
     errno, EINTR, EAGAIN, EBADMSG, ENOMEM, ENOBUFS, EINVAL, ENOSPC, EPROTO, ECONNREFUSED,
     EPERM,
 )
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE
 from libc.stdint cimport uint16_t, uint32_t, int32_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
@@ -301,6 +302,50 @@ cdef int _collect(const nlmsghdr *nlh, void *arg) noexcept nogil:
     return mnl.MNL_CB_OK
 
 
+cdef class TapData:
+    """One sample's datagrams from a socket's tap (see ``NetlinkSocket.tap_take``): memory
+    handed over, not copied, and read through the buffer protocol (``tap_take`` returns
+    a read-only memoryview of it). ``NetlinkSocket.tap_recycle`` gives the memory back
+    for the next sample once nothing reads it: a fresh 10 MB buffer per sample costs a
+    page fault per 4 KiB."""
+
+    cdef char *data
+    cdef size_t length
+    cdef size_t cap
+    cdef Py_ssize_t exports
+
+    def __cinit__(self):
+        self.data = NULL
+        self.length = self.cap = 0
+        self.exports = 0
+
+    def __dealloc__(self):
+        free(self.data)
+        self.data = NULL
+
+    def __len__(self):
+        return self.length
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("tap data is read-only")
+        view.buf = <void *>(self.data if self.data != NULL else <char *>b"")
+        view.obj = self
+        view.len = <Py_ssize_t>self.length
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = <char *>b"B" if flags & PyBUF_FORMAT else NULL
+        view.ndim = 1
+        view.shape = &view.len if flags & PyBUF_ND else NULL
+        view.strides = &view.itemsize if flags & PyBUF_STRIDES else NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.exports -= 1
+
+
 cdef class NetlinkSocket:
     """One netlink socket of protocol ``protocol`` (``socket.NETLINK_*``).
 
@@ -316,8 +361,10 @@ cdef class NetlinkSocket:
 
     def __cinit__(self):
         self.nl = NULL
-        self.rxbuf = NULL
+        self.rxbuf = self.rxbuf0 = NULL
         self.tap = NULL
+        self.tap_len = self.tap_cap = self.tap_hint = 0
+        self.tap_pool = []
         self.tapping = False
 
     def __init__(self, int protocol, *, groups=(), unsigned int peer=0,
@@ -366,7 +413,7 @@ cdef class NetlinkSocket:
             tv.tv_usec = <long>((timeout - tv.tv_sec) * 1e6)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv))
         self.rxlen = rcvbuf
-        self.rxbuf = <char *>malloc(rcvbuf)
+        self.rxbuf = self.rxbuf0 = <char *>malloc(rcvbuf)
         if self.rxbuf == NULL:
             self.close()
             raise MemoryError("netlink receive buffer")
@@ -378,9 +425,8 @@ cdef class NetlinkSocket:
         if self.nl != NULL:
             mnl.mnl_socket_close(self.nl)
             self.nl = NULL
-        if self.rxbuf != NULL:
-            free(self.rxbuf)
-            self.rxbuf = NULL
+        free(self.rxbuf0)
+        self.rxbuf = self.rxbuf0 = NULL
         free(self.tap)
         self.tap = NULL
 
@@ -451,7 +497,7 @@ cdef class NetlinkSocket:
         cdef ssize_t n
         cdef int fd = mnl.mnl_socket_get_fd(self.nl)
         while True:
-            n = recv(fd, self.rxbuf, self.rxlen, MSG_DONTWAIT)
+            n = recv(fd, self.rxbuf0, self.rxlen, MSG_DONTWAIT)
             if n < 0 and errno == EINTR:
                 continue
             if n < 0:
@@ -459,41 +505,90 @@ cdef class NetlinkSocket:
         self.dirty = False
         return 0
 
-    cdef int tap_append(self, size_t n) noexcept nogil:
-        """Append the datagram now in rxbuf to the tap; -1 (ENOMEM) when out of memory."""
-        cdef size_t need = self.tap_len + 12 + n
-        cdef size_t cap
+    cdef int rx_target(self) noexcept nogil:
+        """Point rxbuf where the next datagram goes: with the tap on, straight into the
+        tap behind room for its header (no copy afterwards), else the socket's buffer.
+        -1 (errno ENOMEM) when the tap cannot grow."""
+        cdef size_t need, cap
         cdef char *p
-        cdef uint32_t len32 = <uint32_t>n
+        if not self.tapping:
+            self.rxbuf = self.rxbuf0
+            return 0
+        need = self.tap_len + 12 + self.rxlen
         if need > self.tap_cap:
-            cap = self.tap_cap * 2 if self.tap_cap else 1 << 20
+            cap = self.tap_cap * 2 if self.tap_cap else max(<size_t>1 << 20, self.tap_hint)
             while cap < need:
                 cap *= 2
             p = <char *>realloc(self.tap, cap)
             if p == NULL:
+                self.rxbuf = self.rxbuf0
+                w10g_set_errno(ENOMEM)
                 return -1
             self.tap = p
             self.tap_cap = cap
+        self.rxbuf = self.tap + self.tap_len + 12
+        return 0
+
+    cdef int tap_append(self, size_t n) noexcept nogil:
+        """Keep the datagram just received (already in the tap, see rx_target): write
+        its header in front of it."""
+        cdef uint32_t len32 = <uint32_t>n
+        if self.rxbuf != self.tap + self.tap_len + 12:
+            return -1                       # received elsewhere: cannot happen
         memcpy(self.tap + self.tap_len, &len32, 4)
         memcpy(self.tap + self.tap_len + 4, &self.rx_ns, 8)
-        memcpy(self.tap + self.tap_len + 12, self.rxbuf, n)
-        self.tap_len = need
+        self.tap_len += 12 + n
         return 0
 
     def tap_start(self):
-        """Start keeping a copy of every datagram received (see tap_take)."""
+        """Start keeping every datagram received (see tap_take)."""
         self.tapping = True
         self.tap_len = 0
 
     def tap_take(self, bint stop=False):
-        """The datagrams received since tap_start/the last take, as one bytes object of
-        (u32 length, i64 receive time in ns, datagram) entries; the tap is emptied (and
-        stopped with ``stop``)."""
-        out = self.tap[:self.tap_len] if self.tap_len else b""
+        """The datagrams received since tap_start/the last take, as a read-only
+        memoryview of (u32 length, i64 receive time in ns, datagram) entries; the tap is
+        emptied (and stopped with ``stop``).
+
+        The memory is handed over, not copied: the tap continues in memory given back
+        with :meth:`tap_recycle`, or new memory."""
+        cdef TapData d = TapData.__new__(TapData)
+        cdef TapData old
+        if self.tap_len:
+            d.data, d.length, d.cap = self.tap, self.tap_len, self.tap_cap
+            self.tap_hint = self.tap_len
+            self.tap = NULL
+            self.tap_cap = 0
+            while self.tap_pool:
+                old = self.tap_pool.pop()
+                if old.exports == 0 and old.data != NULL:
+                    self.tap, self.tap_cap = old.data, old.cap
+                    old.data = NULL
+                    old.length = old.cap = 0
+                    break
         self.tap_len = 0
+        self.rxbuf = self.rxbuf0
         if stop:
             self.tapping = False
-        return out
+        return memoryview(d)
+
+    def tap_recycle(self, data):
+        """Give back what :meth:`tap_take` returned once it has been read: its memory
+        holds a later sample. Anything else, or data still read elsewhere (another
+        memoryview of it), is left alone."""
+        cdef TapData d
+        if isinstance(data, memoryview):
+            owner = data.obj
+            try:
+                data.release()
+            except BufferError:             # views of it are alive: it is still read
+                return
+            data = owner
+        if not isinstance(data, TapData):
+            return
+        d = <TapData>data
+        if d.exports == 0 and d.data != NULL and len(self.tap_pool) < 2:
+            self.tap_pool.append(d)
 
     cdef ssize_t recv_checked(self, int flags, nl_status *st) noexcept nogil:
         """recvmsg() one datagram into rxbuf, from the expected sender only.
@@ -515,6 +610,8 @@ cdef class NetlinkSocket:
         cdef ssize_t n
         cdef int fd = mnl.mnl_socket_get_fd(self.nl)
         while True:
+            if self.rx_target() < 0:
+                return -1
             memset(&msg, 0, sizeof(msg))
             msg.msg_name = &addr
             msg.msg_namelen = sizeof(addr)

@@ -35,7 +35,7 @@ cdef extern from "w10g_sockdiag.h" nogil:
         size_t n
         char *spill
         size_t spill_cap
-        const char *rxbuf
+        const char *const *rxbuf
         int64_t now_ns
         const int64_t *rx_ns
         int fixed_time

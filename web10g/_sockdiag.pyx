@@ -177,7 +177,7 @@ cdef class Dumper:
         sink.itemsize = self.dtype.itemsize
         sink.capacity = out.shape[0]
         sink.stream = sink.capacity * sink.itemsize >= W10G_SD_STREAM_MIN
-        sink.rxbuf = self.sock.rxbuf
+        sink.rxbuf = <const char *const *>&self.sock.rxbuf
         sink.rx_ns = &self.sock.rx_ns
         sink.flows = &self.flows if self.derived else NULL
         return 0

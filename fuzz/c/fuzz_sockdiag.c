@@ -101,8 +101,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!fuzz_frames_ok(buf, len)) {
             failed = 1;
         } else {
-            sink.rxbuf = buf;
+            const char *at = buf;
+            sink.rxbuf = &at;
             int rc = mnl_cb_run(buf, len, 0, 0, w10g_sd_on_message, &sink);
+            sink.rxbuf = NULL;
             if (rc == MNL_CB_ERROR)
                 failed = 1;
         }
