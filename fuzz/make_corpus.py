@@ -331,6 +331,31 @@ def recordings(out: str, paths: list[str]) -> None:
         put(out, "replay", bytes([0x09]) + data, name + "-fix-all")
 
 
+def deltas(out: str, paths: list[str]) -> None:
+    """Seeds for the delta target: [u32 split][previous sample][difference] from each
+    pair of consecutive samples of the recordings (and a first sample with none)."""
+    from web10g import _delta
+    from web10g.recording import Recording
+
+    n = 0
+    for p in paths:
+        raws = []
+        for _t, dgrams, times in Recording(p).frames():
+            raws.append(b"".join(struct.pack("<Iq", len(d), t) + d
+                                 for d, t in zip(dgrams, times)))
+        for prev, cur in zip([None] + raws, raws):
+            enc = bytearray(len(cur))
+            if _delta.encode(prev, cur, enc) < 0:
+                continue
+            prev = prev or b""
+            if 4 + len(prev) + len(cur) > 64 * 1024:
+                continue
+            split = len(prev) if prev else 0x80000000
+            put(out, "delta", struct.pack("<I", split) + prev + bytes(enc))
+            n += 1
+    print(f"  delta: {n} seeds")
+
+
 def records(out: str) -> None:
     from fakekernel import DEFAULT_FLOWS, FakeKernel
 
@@ -394,6 +419,7 @@ def main() -> int:
         paths += estats(args.out, tmp)
         ebpf(args.out)
         recordings(args.out, paths)
+        deltas(args.out, paths)
     records(args.out)
     filters(args.out)
     for t in sorted(os.listdir(args.out)):

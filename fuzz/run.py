@@ -4,7 +4,7 @@
     .venv/bin/python fuzz/run.py --short            # what tests/test_fuzz_short.py runs
     .venv/bin/python fuzz/run.py --replay FILE...   # run inputs once (crash files)
 
-Targets (fuzz/README.md): sockdiag, estats, ebpf are libFuzzer harnesses compiled with
+Targets (fuzz/README.md): sockdiag, estats, ebpf, delta are libFuzzer harnesses compiled with
 clang -fsanitize=fuzzer,address,undefined straight against csrc/*.c (fuzz/c/); recording,
 record, filter, replay are atheris targets over the Python modules (fuzz/targets/). Each target
 fuzzes from fuzz/corpus/<target>/ (the committed seeds) into fuzz/work/corpus/<target>/
@@ -50,6 +50,7 @@ C_TARGETS = {
     "sockdiag": ("fuzz_sockdiag.c", ["w10g_sockdiag.c"], 32768),
     "estats": ("fuzz_estats.c", ["w10g_estats.c"], 32768),
     "ebpf": ("fuzz_ebpf.c", ["w10g_ebpf.c"], 16384),
+    "delta": ("fuzz_delta.c", ["w10g_delta.c"], 65536),
 }
 PY_TARGETS = {
     # target: (script, max_len)

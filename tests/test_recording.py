@@ -29,11 +29,11 @@ def flows():
     lst.close()
 
 
-def record(path, agent, n, **kw):
+def record(path, agent, n, filter=None, **kw):
     live = []
     with Recorder(path, agent, **kw) as rec:
         for _ in range(n):
-            live.append(rec.sample(filter=kw.get("filter")).copy())
+            live.append(rec.sample(filter=filter).copy())
     return live, rec
 
 
@@ -49,6 +49,8 @@ def test_sock_diag_replay_equals_live(tmp_path, flows, codec):
     with web10g.open("sock_diag") as agent:
         live, rec = record(path, agent, 3, codec=codec)
     assert rec.samples == 3 and rec.stored_bytes > 0
+    # samples after the first are stored as differences, except uncompressed
+    assert rec.delta_frames == (0 if codec == "none" else 2)
     with web10g.open(replay=path) as rp:
         assert rp.backend == "sock_diag"
         replayed = list(rp.samples_iter())
@@ -81,6 +83,22 @@ def test_compressed_size_per_flow(tmp_path, flows):
     per_flow = rec.stored_bytes / rec.flows
     assert per_flow < 150, per_flow
     assert rec.raw_bytes > 2 * rec.stored_bytes        # it did compress
+
+
+def test_difference_frames_store_idle_flows_in_a_fraction(tmp_path, flows):
+    port = flows.getsockname()[1]
+    sel = f"sport = :{port} or dport = :{port}"
+    sizes = {}
+    with web10g.open("sock_diag") as agent:
+        for delta in (False, True):
+            path = tmp_path / f"d{delta}.w10g"
+            live, rec = record(path, agent, 8, codec="zstd", delta=delta, filter=sel)
+            sizes[delta] = rec.stored_bytes
+            assert rec.delta_frames == (7 if delta else 0)
+            with web10g.open(replay=path) as rp:
+                for a, b in zip(live, rp.samples_iter(filter=sel)):
+                    same(a, b)
+    assert sizes[True] < 0.7 * sizes[False], sizes
 
 
 def test_damaged_and_truncated_recordings(tmp_path, flows):

@@ -101,15 +101,48 @@ def replay_everything(path) -> int:
 
 # -- defect 10: the header ----------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def sockdiag_plain(tmp_path_factory):
+    """A recording without difference frames (as formats 1 and 2 wrote them)."""
+    path = tmp_path_factory.mktemp("rec") / "p.w10g"
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep = [lst]
+    try:
+        for _ in range(3):
+            keep.append(socket.create_connection(lst.getsockname()))
+            keep.append(lst.accept()[0])
+        port = lst.getsockname()[1]
+        with web10g.open("sock_diag") as agent, \
+                Recorder(path, agent, codec="zlib", delta=False) as rec:
+            for _ in range(2):
+                rec.sample(filter=f"sport = :{port} or dport = :{port}")
+        assert rec.delta_frames == 0
+    finally:
+        for s in keep:
+            s.close()
+    return path
+
+
+def frame_heads(frames: bytes) -> list[tuple]:
+    """FRAME fields of every frame, and where each starts in ``frames``."""
+    out, off = [], 0
+    while off < len(frames):
+        f = recording.FRAME.unpack_from(frames, off)
+        out.append((off, *f))
+        off += recording.FRAME.size + f[5]
+    return out
+
+
 def test_new_recordings_carry_a_header_checksum_and_old_ones_still_read(
-        sockdiag_recording, tmp_path):
+        sockdiag_recording, sockdiag_plain, tmp_path):
     header, frames = parts(sockdiag_recording)
     h = json.loads(header)
-    assert h["format"] == recording.FORMAT == 2
+    assert h["format"] == recording.FORMAT == 3
     assert list(h)[-1] == "header_crc32"
+    header, frames = parts(sockdiag_plain)
     old = tmp_path / "v1.w10g"
     old.write_bytes(assemble(json.dumps(v1_header(header)).encode(), frames))
-    with web10g.open(replay=sockdiag_recording) as a, web10g.open(replay=old) as b:
+    with web10g.open(replay=sockdiag_plain) as a, web10g.open(replay=old) as b:
         for x, y in zip(a.samples_iter(), b.samples_iter()):
             assert x.tobytes() == y.tobytes()
     # one changed byte of a checksummed header is found
@@ -133,8 +166,8 @@ def test_new_recordings_carry_a_header_checksum_and_old_ones_still_read(
     ("tables", None, "'tables': expected a list of 6 lists"),
     ("family_id", 1 << 40, "'family_id': expected an integer from 0 to 65535"),
     ("usec_mult", 7, "'usec_mult': expected one of 1, 1000, got int 7"),
-    ("format", 3, "'format': expected one of 1, 2, got int 3"),
-    ("format", True, "'format': expected one of 1, 2, got bool True"),
+    ("format", 4, "'format': expected one of 1, 2, 3, got int 4"),
+    ("format", True, "'format': expected one of 1, 2, 3, got bool True"),
     ("backend", "replay", "'backend': expected one of 'estats', 'sock_diag'"),
     ("host", ["h"], "'host': expected a string"),
     ("created_ns", -1, "'created_ns': expected an integer from 0 to"),
@@ -604,3 +637,72 @@ def test_recorder_refuses_a_sample_larger_than_a_frame(tmp_path, monkeypatch):
     with Recorder(tmp_path / "r.w10g", _FakeAgent(b"x" * 1001), codec="zlib") as rec:
         with pytest.raises(web10g.errors.NotSupported, match="more than the 1000"):
             rec.sample()
+
+
+# -- difference frames (format 3) ---------------------------------------------------------
+
+def _with_frames(tmp_path, header: bytes, frames: list[bytes], name: str):
+    path = tmp_path / name
+    path.write_bytes(assemble(header, b"".join(frames)))
+    return path
+
+
+def _split_frames(frames: bytes) -> list[bytes]:
+    return [frames[off:off + recording.FRAME.size + f[5]]
+            for off, *f in frame_heads(frames)]
+
+
+def _flags(frame: bytes, flags: int) -> bytes:
+    return frame[:3] + bytes([flags]) + frame[4:]
+
+
+def test_difference_frames_are_refused_out_of_place(estats_recording, sockdiag_plain,
+                                                    tmp_path):
+    header, frames = parts(estats_recording)
+    fr = _split_frames(frames)
+    assert [f[3] for f in fr] == [0, recording.FLAG_DELTA]      # the second is a difference
+    # with the frame it was made from missing: refused, never guessed
+    path = _with_frames(tmp_path, header, [fr[1]], "first.w10g")
+    with pytest.raises(RecordingError, match="has no frame before it"):
+        list(Recording(path).frames())
+    # after another frame than its own: refused by its structure or its checksum
+    path = _with_frames(tmp_path, header, [fr[1], fr[1]], "wrong.w10g")
+    with pytest.raises(RecordingError, match="no frame before it"):
+        list(Recording(path).frames())
+    # flags a format-2 reader never wrote, or that no format has: damaged
+    h = json.loads(header)
+    h["format"] = 2
+    old = recording._encode_header(h)
+    path = _with_frames(tmp_path, old, fr, "v2.w10g")
+    with pytest.raises(RecordingError, match="no frame starts here") as ei:
+        list(Recording(path).frames())
+    assert ei.value.offset == 12 + len(old) + len(fr[0])
+    path = _with_frames(tmp_path, header, [fr[0], _flags(fr[1], 0x80 | 1)], "bits.w10g")
+    with pytest.raises(RecordingError, match="no frame starts here"):
+        list(Recording(path).frames())
+    # a plain frame is a difference that pairs no message: flagged, it reads the same
+    pheader, pframes = parts(sockdiag_plain)
+    pf = _split_frames(pframes)
+    path = _with_frames(tmp_path, pheader, [pf[0], _flags(pf[1], recording.FLAG_DELTA)],
+                        "plain-as-delta.w10g")
+    assert [f[1] for f in Recording(path).frames()] == \
+        [f[1] for f in Recording(sockdiag_plain).frames()]
+
+
+def test_a_difference_frame_against_the_wrong_sample_is_caught(tmp_path, fake_kernel):
+    """Three samples, the third stored against the second: read after the first
+    instead, it rebuilds other bytes, and the CRC of the rebuilt sample says so."""
+    path = tmp_path / "e3.w10g"
+    with web10g.open("estats", peer=fake_kernel.portid) as agent, \
+            Recorder(path, agent, codec="zstd") as rec:
+        for _ in range(3):
+            rec.sample()
+            fake_kernel.tick(1)
+    assert rec.delta_frames == 2
+    header, frames = parts(path)
+    fr = _split_frames(frames)
+    assert len(list(Recording(path).frames())) == 3
+    bad = _with_frames(tmp_path, header, [fr[0], fr[2]], "skip.w10g")
+    with pytest.raises(RecordingError, match="checksum does not match|does not fit") as ei:
+        list(Recording(bad).frames())
+    assert ei.value.offset == 12 + len(header) + len(fr[0])

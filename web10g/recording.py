@@ -12,8 +12,10 @@ File layout (all integers little-endian; docs/recording-format.md):
     b"W10GRAW1", u32 header length, header (UTF-8 JSON: backend, kernel, sysctls, flags,
     decoder inputs such as the estats INIT tables; from format 2 its last field is
     "header_crc32", the CRC-32 of the JSON without that field), then frames:
-    b"FR", u8 codec (0 none, 1 zlib, 2 zstd), u8 0, i64 sample time (ns since the epoch),
-    u32 raw length, u32 stored length, u32 CRC-32 of the raw bytes, stored bytes.
+    b"FR", u8 codec (0 none, 1 zlib, 2 zstd), u8 flags (format 3: bit 0 = the stored
+    bytes are the difference from the previous frame's raw bytes, csrc/w10g_delta.h; 0
+    before), i64 sample time (ns since the epoch), u32 raw length, u32 stored length,
+    u32 CRC-32 of the raw bytes, stored bytes.
     Raw bytes = the sample's datagrams, each as u32 length, i64 receive time (ns), bytes.
 
 A damaged or truncated file is read up to the damage; the error names the offset.
@@ -27,9 +29,10 @@ further is damaged). So a replay holds one frame at a time: its stored bytes (at
 the raw length + 0.4 % + 128 KiB), its raw bytes (at most 256 MiB) and a copy of them split into
 datagrams, zstd's window (at most max(1 MiB, the raw length rounded up to a power of two,
 and never more than 128 MiB)), plus the rows decoded from it (sock_diag: at most one row
-per 88 raw bytes). That is at most about 900 MiB besides the rows, whatever the file
-says. A sample of more than 256 MiB of replies (about 500,000 sock_diag flows at 516
-bytes each) cannot be recorded: the Recorder refuses it.
+per 88 raw bytes); a difference frame adds the previous frame's raw bytes and a buffer
+to rebuild its own (at most 256 MiB each). That is at most about 1.4 GiB besides the
+rows, whatever the file says. A sample of more than 256 MiB of replies (about 500,000
+sock_diag flows at 516 bytes each) cannot be recorded: the Recorder refuses it.
 """
 from __future__ import annotations
 
@@ -49,15 +52,18 @@ from typing import Any
 
 import numpy as np
 
-from web10g import __version__, errors, mib
+from web10g import __version__, _delta, errors, mib
 
 MAGIC = b"W10GRAW1"
 FRAME = struct.Struct("<2sBBqIII")
 CODEC_NONE, CODEC_ZLIB, CODEC_ZSTD = 0, 1, 2
+#: frame flag (format 3): stored = the difference from the previous frame (_delta)
+FLAG_DELTA = 1
 _QUEUE_SAMPLES = 32     # samples waiting for the compressor before sample() waits
-#: the header format this module writes; 1 (no header_crc32) is still read
-FORMAT = 2
-FORMATS = (1, 2)
+#: the header format this module writes; 1 (no header_crc32) and 2 (no frame flags)
+#: are still read
+FORMAT = 3
+FORMATS = (1, 2, 3)
 #: the largest header a reader accepts (an estats INIT header is about 5 KB)
 MAX_HEADER_BYTES = 1 << 20
 #: the largest raw frame (one sample's replies) a reader accepts and a Recorder writes
@@ -79,7 +85,7 @@ def _zstd() -> Any:
     return zstandard
 
 
-def _frame_crc32() -> Callable[[bytes], int]:
+def _frame_crc32() -> Callable[[Any], int]:
     """CRC-32 (zlib's polynomial) for frames: ISA-L's when the isal package is there.
 
     A sample of 20,000 flows is ~10 MB of replies; zlib's table-driven crc32 takes
@@ -95,7 +101,7 @@ def _frame_crc32() -> Callable[[bytes], int]:
 _crc32 = _frame_crc32()
 
 
-def _split(raw: bytes, offset: int) -> tuple[list[bytes], list[int]]:
+def _split(raw: bytes | memoryview, offset: int) -> tuple[list[bytes], list[int]]:
     """A frame's datagrams and their receive times."""
     dgrams, times, off = [], [], 0
     while off < len(raw):
@@ -104,7 +110,7 @@ def _split(raw: bytes, offset: int) -> tuple[list[bytes], list[int]]:
         n, t = struct.unpack_from("<Iq", raw, off)
         if off + 12 + n > len(raw):
             raise RecordingError("a datagram runs past its frame", offset)
-        dgrams.append(raw[off + 12:off + 12 + n])
+        dgrams.append(bytes(raw[off + 12:off + 12 + n]))    # raw may be a reused buffer
         times.append(t)
         off += 12 + n
     return dgrams, times
@@ -265,14 +271,17 @@ class Recorder:
     when the ``zstandard`` package is installed — ``pip install web10g[record]`` —, else
     zlib); ``level`` is zstd's (default 1: about 17 B per flow for sock_diag samples, a
     thirtieth of the raw replies, for about two thirds of level 3's CPU; higher levels
-    save little on these replies). When the writer falls behind by more than a few
+    save little on these replies). With ``delta`` (the default with compression), each
+    sample's messages are stored as differences from the previous sample's
+    (csrc/w10g_delta.h): flows that changed little cost a few bytes, and compressing
+    takes about a third of the time. When the writer falls behind by more than a few
     samples, ``sample()`` waits: nothing is dropped. When the writer fails (a full
     disk), the next ``sample()`` and ``close()`` raise its error as an OSError saying
     what failed; ``close()`` always returns and closes the file.
     """
 
     def __init__(self, path: str | os.PathLike, agent: Any, *, codec: str = "auto",
-                 level: int = 1) -> None:
+                 level: int = 1, delta: bool = True) -> None:
         if not agent.capabilities.recordable:
             raise errors.NotSupported(f"the {agent.backend} backend cannot be recorded "
                                       "(it has no kernel replies to keep)")
@@ -291,6 +300,11 @@ class Recorder:
         self._compress = (zstd.ZstdCompressor(level=level).compress if self._codec == CODEC_ZSTD
                           else (lambda b: zlib.compress(b, 1)) if self._codec == CODEC_ZLIB
                           else bytes)
+        # differences help only a compressor (uncompressed, they are as long)
+        self._delta = bool(delta) and self._codec != CODEC_NONE
+        self._prev: Any = None              # the last sample's raw bytes (the writer's)
+        self._scratch = bytearray()
+        self.delta_frames = 0
         self.agent = agent
         self.path = os.fspath(path)
         self.samples = 0
@@ -330,11 +344,21 @@ class Recorder:
                 if item is None:
                     return
                 t_ns, raw = item
-                stored = self._compress(raw)
-                self._fh.write(FRAME.pack(b"FR", self._codec, 0, t_ns, len(raw), len(stored),
-                                          _crc32(raw)) + stored)
+                flags, data = 0, raw
+                if self._delta:
+                    if len(self._scratch) < len(raw):
+                        self._scratch = bytearray(len(raw) + (len(raw) >> 3))
+                    if _delta.encode(self._prev, raw, self._scratch) > 0:
+                        flags, data = FLAG_DELTA, memoryview(self._scratch)[:len(raw)]
+                        self.delta_frames += 1
+                stored = self._compress(data)
+                del data
+                self._fh.write(FRAME.pack(b"FR", self._codec, flags, t_ns, len(raw),
+                                          len(stored), _crc32(raw)) + stored)
                 self.stored_bytes += FRAME.size + len(stored)
-                if self._recycle is not None:
+                if self._delta:                 # the next frame is stored against it
+                    raw, self._prev = self._prev, raw
+                if raw is not None and self._recycle is not None:
                     self._recycle(raw)          # its memory takes a later sample
         except BaseException as exc:  # noqa: BLE001 - reported by sample() and close()
             self._error = exc
@@ -504,6 +528,9 @@ class Recording:
         """(sample time ns, datagrams, their receive times) for each frame; a damaged frame raises
         RecordingError after every frame before it has been yielded."""
         zstd = _zstd()
+        allowed = FLAG_DELTA if self.header["format"] >= 3 else 0
+        prev: Any = None                        # the last frame's raw bytes
+        bufs, k = [bytearray(), bytearray()], 0
         with open(self.path, "rb") as fh:
             fh.seek(self.data_offset)
             offset = self.data_offset
@@ -514,8 +541,8 @@ class Recording:
                 if len(head) < FRAME.size:
                     raise RecordingError("the file ends inside a frame header (the "
                                          "recording was cut short)", offset)
-                magic, codec, _, t_ns, raw_len, stored_len, crc = FRAME.unpack(head)
-                if magic != b"FR" or codec > CODEC_ZSTD:
+                magic, codec, flags, t_ns, raw_len, stored_len, crc = FRAME.unpack(head)
+                if magic != b"FR" or codec > CODEC_ZSTD or flags & ~allowed:
                     raise RecordingError("no frame starts here (damaged)", offset)
                 # plausibility first: nothing is read or allocated for an impossible frame
                 if raw_len > MAX_FRAME_BYTES:
@@ -532,7 +559,7 @@ class Recording:
                     raise RecordingError("the file ends inside a frame (the recording was "
                                          "cut short)", offset)
                 try:
-                    raw = _inflate(codec, stored, raw_len, zstd)
+                    raw: bytes | memoryview = _inflate(codec, stored, raw_len, zstd)
                 except ImportError:
                     raise
                 except Exception as exc:  # zlib.error, zstd.ZstdError, ValueError
@@ -541,9 +568,22 @@ class Recording:
                 if len(raw) > raw_len:
                     raise RecordingError(f"a frame inflates past its declared {raw_len} raw "
                                          "bytes (damaged)", offset)
+                if flags & FLAG_DELTA and len(raw) == raw_len:
+                    # rebuilt in the buffer the frame before last used (prev is in the other)
+                    if prev is None:
+                        raise RecordingError("a difference frame has no frame before it "
+                                             "(damaged)", offset)
+                    k = 1 - k
+                    if len(bufs[k]) < raw_len:
+                        bufs[k] = bytearray(raw_len)
+                    if not _delta.decode(prev, raw, bufs[k]):
+                        raise RecordingError("a difference frame does not fit the frame "
+                                             "before it (damaged)", offset)
+                    raw = memoryview(bufs[k])[:raw_len]
                 if len(raw) != raw_len or _crc32(raw) != crc:
                     raise RecordingError("a frame's checksum does not match (damaged)", offset)
                 split = _split(raw, offset)
+                prev = raw if allowed else None     # the next frame may be stored against it
                 del raw
                 self.frame_offset = offset
                 yield (t_ns, *split)
