@@ -246,3 +246,10 @@ def transpose(src, out, Py_ssize_t n, Py_ssize_t k):
         with nogil:
             w10g_transpose(<const uint8_t *>cnp.PyArray_DATA(a), <uint8_t *>cnp.PyArray_DATA(b),
                            n, k, w)
+
+
+def address(cnp.ndarray arr not None):
+    """The address of ``arr``'s first byte. ``arr.ctypes.data`` says the same through a
+    new ctypes object per call (and numpy keeps a few of them); ``__array_interface__``
+    describes every field of a structured dtype first (0.1 ms for 165 columns)."""
+    return <size_t>cnp.PyArray_DATA(arr)
