@@ -20,6 +20,19 @@ static inline size_t span_of(uint32_t mlen, size_t room)
     return s < room ? s : room;
 }
 
+/* The entry (datagram) whose header is at pos: 0 and the end of its datagram, or -1 when
+ * the header or the datagram it announces is cut. */
+static inline int entry_at(const uint8_t *buf, size_t len, size_t pos, size_t *end)
+{
+    if (len - pos < ENTRY_HDR)
+        return -1;
+    uint32_t n = rd32(buf + pos);
+    if (n > len - pos - ENTRY_HDR)
+        return -1;
+    *end = pos + ENTRY_HDR + n;
+    return 0;
+}
+
 /* The previous sample's messages, one at a time. */
 struct cursor {
     const uint8_t *p;
@@ -41,17 +54,11 @@ static int cursor_next(struct cursor *c, size_t *off, size_t *span, uint32_t *ml
     if (!c->alive)
         return 0;
     while (c->pos == c->end) {           /* the next entry (datagrams may be empty) */
-        if (c->len - c->pos < ENTRY_HDR) {
-            c->alive = 0;
-            return 0;
-        }
-        uint32_t n = rd32(c->p + c->pos);
-        if (n > c->len - c->pos - ENTRY_HDR) {
+        if (entry_at(c->p, c->len, c->pos, &c->end) < 0) {
             c->alive = 0;
             return 0;
         }
         c->pos += ENTRY_HDR;
-        c->end = c->pos + n;
     }
     size_t room = c->end - c->pos;
     uint32_t m = room >= MSG_MIN ? rd32(c->p + c->pos) : 0;
@@ -88,19 +95,13 @@ long w10g_delta_encode(const uint8_t *prev, size_t plen, const uint8_t *cur, siz
     size_t pos = 0;
     cursor_init(&pc, prev, plen);
     while (pos < clen) {
-        if (clen - pos < ENTRY_HDR)
-            return -1;
-        uint32_t n = rd32(cur + pos);
-        if (n > clen - pos - ENTRY_HDR)
+        size_t end;
+        if (entry_at(cur, clen, pos, &end) < 0)
             return -1;
         memcpy(out + pos, cur + pos, ENTRY_HDR);
-        pos += ENTRY_HDR;
-        size_t end = pos + n;
-        while (pos < end) {
+        for (pos += ENTRY_HDR; pos < end;) {
             size_t room = end - pos;
-            if (room < MSG_MIN)
-                return -1;
-            uint32_t m = rd32(cur + pos);
+            uint32_t m = room >= MSG_MIN ? rd32(cur + pos) : 0;
             if (m < MSG_MIN || m > room)
                 return -1;
             size_t span = span_of(m, room), poff, pspan;
@@ -124,15 +125,11 @@ int w10g_delta_decode(const uint8_t *prev, size_t plen, const uint8_t *delta, si
     size_t pos = 0;
     cursor_init(&pc, prev, plen);
     while (pos < dlen) {
-        if (dlen - pos < ENTRY_HDR)
-            return -1;
-        uint32_t n = rd32(delta + pos);
-        if (n > dlen - pos - ENTRY_HDR)
+        size_t end;
+        if (entry_at(delta, dlen, pos, &end) < 0)
             return -1;
         memcpy(out + pos, delta + pos, ENTRY_HDR);
-        pos += ENTRY_HDR;
-        size_t end = pos + n;
-        while (pos < end) {
+        for (pos += ENTRY_HDR; pos < end;) {
             size_t room = end - pos;
             if (room < MSG_MIN)
                 return -1;
