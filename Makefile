@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml setup.py | deps
 EXTRAS_test  = test
 EXTRAS_lint  = lint
 EXTRAS_fuzz  = fuzz
-EXTRAS_bench = bench,record
+EXTRAS_bench = bench,record,collector
 # The package is installed already: pip takes the extras from its metadata and adds only
 # their requirements (no rebuild of the extensions).
 $(VENV)/.installed-%: $(VENV)/.installed
@@ -40,6 +40,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	./tools/install-ebpf-deps.sh
 	./tools/install-collector-deps.sh
 	$(PY) -m pip install -q 'web10g[$(EXTRAS_test)]'
+	touch $@
+
+# The benchmarks time the ebpf backend and the collector's sinks too.
+$(VENV)/.installed-bench: $(VENV)/.installed
+	./tools/install-ebpf-deps.sh
+	$(PY) -m pip install -q 'web10g[$(EXTRAS_bench)]'
 	touch $@
 
 venv: $(VENV)/.installed ## create the virtual environment with the package installed editable
@@ -57,7 +63,7 @@ demo: build ## sample this machine's live flows and show them
 BENCH_SCRIPTS = $(filter-out benchmarks/bench_soak.py,$(wildcard benchmarks/bench_*.py))
 SOAK_ARGS ?=
 
-bench: build $(VENV)/.installed-bench ## run the benchmarks (tables of ratios against baselines; BENCH_ARGS=--quick)
+bench: $(VENV)/.installed-bench build ## run the benchmarks (tables of ratios against baselines; BENCH_ARGS=--quick)
 	@run=benchmarks/results/run-$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$run; \
 	for b in $(BENCH_SCRIPTS); do echo "== $$b"; \
 	  WEB10G_BENCH_RESULTS=$$run $(PY) $$b $(BENCH_ARGS) || echo "!! $$b failed"; done; \

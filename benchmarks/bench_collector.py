@@ -65,9 +65,21 @@ def collector(agent, cfg: Config, seconds: float, scrapes: list[float] | None = 
               render: list[float] | None = None) -> tuple[float, int, Collector]:
     devnull = open(os.devnull, "w")  # noqa: SIM115
     col = Collector(cfg, agent=agent, log=EventLog(devnull))
-    th = threading.Thread(target=col.run)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            col.run()
+        except BaseException as e:  # reported below, so the benchmark fails instead of waiting
+            failed.append(e)
+            col.started.set()
+
+    th = threading.Thread(target=run)
     th.start()
     assert col.started.wait(60)
+    if failed:
+        th.join()
+        raise RuntimeError(f"the collector did not start: {failed[0]}") from failed[0]
     col.sampler.wait(2, timeout=30)
     time.sleep(0.3)
     n0, c0 = col.samples, _cpu()

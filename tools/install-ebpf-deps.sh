@@ -7,7 +7,7 @@
 #   nftables     the tests' induced loss on loopback                  tests only
 # Readers of the pinned iterator need none of these. Without them the package still
 # builds and runs; the ebpf backend then reports "not built" and its tests skip.
-# Called by tools/install-deps.sh; WEB10G_NO_EBPF=1 skips it.
+# Called by the Makefile for the tests and the benchmarks; WEB10G_NO_EBPF=1 skips it.
 set -euo pipefail
 [ "${WEB10G_NO_EBPF:-}" = 1 ] && exit 0
 need=()
