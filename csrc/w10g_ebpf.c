@@ -31,14 +31,33 @@ const char *w10g_eb_field_kind(int f) { return f >= 0 && f < W10G_EB_NFIELDS ? f
 size_t w10g_eb_rec_size(void) { return sizeof(struct w10g_eb_rec); }
 size_t w10g_eb_hdr_size(void) { return sizeof(struct w10g_eb_hdr); }
 
-#define PUT(F, T, expr)                                                   \
-    do {                                                                  \
-        int32_t o_ = cfg->off[W10G_EB_##F];                               \
-        if (o_ >= 0) {                                                    \
-            T v_ = (T)(expr);                                             \
-            memcpy(row + o_, &v_, sizeof(v_));                            \
-        }                                                                 \
-    } while (0)
+/* ---- the row layout and the copy plan ------------------------------------------------ */
+
+static const uint16_t row_off[] = {
+#define W10G_EB_ROFF(name, kind) offsetof(struct w10g_eb_row, name),
+    W10G_EB_FIELDS(W10G_EB_ROFF)
+#undef W10G_EB_ROFF
+};
+static const uint8_t row_width[] = {
+#define W10G_EB_RW(name, kind) sizeof(((struct w10g_eb_row *)0)->name),
+    W10G_EB_FIELDS(W10G_EB_RW)
+#undef W10G_EB_RW
+};
+
+int w10g_eb_row_offset(int f) { return f >= 0 && f < W10G_EB_NFIELDS ? row_off[f] : -1; }
+size_t w10g_eb_row_size(void) { return sizeof(struct w10g_eb_row); }
+
+void w10g_eb_plan(struct w10g_eb_config *cfg, size_t itemsize)
+{
+    cfg->nruns = w10g_runs_plan(cfg->runs, W10G_EB_NFIELDS, cfg->off, row_off, row_width,
+                                itemsize, sizeof(struct w10g_eb_row), &cfg->direct);
+}
+
+/* ---- one record -> one row -------------------------------------------------------- */
+
+/* Every column is computed for every record, into struct w10g_eb_row: straight-line
+ * stores at fixed offsets, no test of whether the column was asked for. */
+#define PUT(F, T, expr) (w->F = (T)(expr))
 #define PUT_U8(F, e) PUT(F, uint8_t, e)
 #define PUT_U16(F, e) PUT(F, uint16_t, e)
 #define PUT_U32(F, e) PUT(F, uint32_t, e)
@@ -54,13 +73,34 @@ static inline uint32_t sat_mul(uint32_t a, uint32_t b)
 
 static inline uint32_t us_to_ms(uint32_t us) { return us == UINT32_MAX ? UINT32_MAX : us / 1000; }
 
-static inline uint64_t j_to_us(uint64_t j, uint32_t hz) { return hz ? j * 1000000u / hz : 0; }
+/* Jiffies to time. A division by a run-time hz is a hardware divide (tens of cycles,
+ * eight per row: most of the decoder's time); the usual CONFIG_HZ values get divisions
+ * by constants instead, which the compiler turns into multiplications. The switch is
+ * predicted: hz is the same for every record. Same results as the plain division. */
+static inline uint64_t j_to_us(uint64_t j, uint32_t hz)
+{
+    switch (hz) {
+    case 1000: return j * 1000u;
+    case 250: return j * 4000u;
+    case 100: return j * 10000u;
+    case 300: return j * 10000u / 3u;
+    case 0: return 0;
+    default: return j * 1000000u / hz;
+    }
+}
 
 static inline uint32_t j_to_ms(uint32_t j, uint32_t hz)
 {
     if (j == UINT32_MAX)
         return UINT32_MAX;
-    return hz ? (uint32_t)((uint64_t)j * 1000u / hz) : 0;
+    switch (hz) {
+    case 1000: return j;
+    case 250: return (uint32_t)((uint64_t)j * 4u);
+    case 100: return (uint32_t)((uint64_t)j * 10u);
+    case 300: return (uint32_t)((uint64_t)j * 10u / 3u);
+    case 0: return 0;
+    default: return (uint32_t)((uint64_t)j * 1000u / hz);
+    }
 }
 
 /* a + b, wrapping instead of overflowing (signed overflow is undefined): the times come
@@ -69,7 +109,8 @@ static inline int64_t add_wrap(int64_t a, int64_t b) { return (int64_t)((uint64_
 
 static inline int32_t negotiated(int on, int sysctl_on) { return on ? 1 : (sysctl_on ? 3 : 2); }
 
-static void decode_rec(const struct w10g_eb_rec *r, char *row, const struct w10g_eb_sink *s)
+static inline void decode_rec(const struct w10g_eb_rec *r, struct w10g_eb_row *w,
+                              const struct w10g_eb_sink *s)
 {
     const struct w10g_eb_config *cfg = s->cfg;
     const struct w10g_eb_counters *c = &r->c;
@@ -90,10 +131,8 @@ static void decode_rec(const struct w10g_eb_rec *r, char *row, const struct w10g
     PUT_U8(state, rfc);
     PUT_U16(local_port, r->sport);
     PUT_U16(rem_port, r->dport);
-    if (cfg->off[W10G_EB_local_addr] >= 0)
-        memcpy(row + cfg->off[W10G_EB_local_addr], r->saddr, 16);
-    if (cfg->off[W10G_EB_rem_addr] >= 0)
-        memcpy(row + cfg->off[W10G_EB_rem_addr], r->daddr, 16);
+    memcpy(w->local_addr, r->saddr, 16);
+    memcpy(w->rem_addr, r->daddr, 16);
     PUT_U32(uid, r->uid);
     PUT_U32(inode, r->inode);
     PUT_I64(timestamp, (r->flags & W10G_EB_R_CLOSE) ? add_wrap((int64_t)r->ktime_ns, s->mono_to_real_ns)
@@ -242,7 +281,7 @@ static void decode_rec(const struct w10g_eb_rec *r, char *row, const struct w10g
 
 /* Large outputs are written with non-temporal stores (as the sock_diag decoder does): a
  * read of 100,000 flows of every column writes 52 MB, which no cache keeps, and ordinary
- * stores first read each line in. The row is built in a scratch row, then streamed. */
+ * stores first read each line in. The row is built whole, then streamed. */
 #define W10G_EB_STREAM_MIN (4u << 20)       /* capacity x itemsize, bytes */
 #define W10G_EB_ROW_MAX 1024u               /* widest row streamed */
 
@@ -255,14 +294,18 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
 {
     size_t off = 0;
     struct w10g_eb_rec copy;
-    _Alignas(16) char scratch[W10G_EB_ROW_MAX];
-    const int stream = W10G_CAN_STREAM && s->itemsize <= sizeof(scratch) &&
+    const struct w10g_eb_config *cfg = s->cfg;
+    _Alignas(16) struct w10g_eb_row whole;      /* the record's row, every column */
+    _Alignas(16) char outrow[W10G_EB_ROW_MAX];  /* the selected columns, to be streamed */
+    const int stream = W10G_CAN_STREAM && s->itemsize <= sizeof(outrow) &&
                        s->capacity * s->itemsize >= W10G_EB_STREAM_MIN &&
                        !((uintptr_t)s->rows & 7) && !(s->itemsize & 7);
     int streamed = 0;
 
-    if (stream)
-        memset(scratch, 0, s->itemsize);
+    /* padding stays zero in what is copied out */
+    memset(&whole, 0, sizeof(whole));
+    if (stream && !cfg->direct)
+        memset(outrow, 0, s->itemsize);
     while (off < len) {
         uint32_t magic;
         uint16_t size;
@@ -310,11 +353,19 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
             return -ENOMEM;
         }
         if (stream && s->n < s->capacity) {
-            decode_rec(r, scratch, s);
-            w10g_stream_out(row, scratch, s->itemsize);
+            const char *src = (const char *)&whole;
+            decode_rec(r, &whole, s);
+            if (!cfg->direct) {
+                w10g_runs_copy(outrow, src, cfg->runs, cfg->nruns);
+                src = outrow;
+            }
+            w10g_stream_out(row, src, s->itemsize);
             streamed = 1;
+        } else if (cfg->direct && !((uintptr_t)row & 7)) {
+            decode_rec(r, (struct w10g_eb_row *)(void *)row, s);
         } else {
-            decode_rec(r, row, s);
+            decode_rec(r, &whole, s);
+            w10g_runs_copy(row, (const char *)&whole, cfg->runs, cfg->nruns);
         }
         s->n++;
     }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "w10g_runs.h"
+
 #define W10G_EB_FIELDS(X) \
     X(cid, U64) \
     X(family, U8) \
@@ -143,10 +145,38 @@ enum {
     W10G_EB_P_SEQ = 1 << 2,         /* sequence numbers shown to this reader */
 };
 
-struct w10g_eb_config {
-    int32_t off[W10G_EB_NFIELDS];
-    uint8_t sysctl_timestamps, sysctl_sack, sysctl_ecn;
+/* One whole row: every column at the offset an aligned numpy row type of all of them in
+ * this order gives it (the dtype of read_all() of every variable). The decoder fills one
+ * per record (w10g_runs.h), straight into the output when the output's row type is
+ * exactly this (w10g_eb_config.direct), else in a scratch row copied out in runs. */
+#define W10G_EB_DECL_U8(n) uint8_t n;
+#define W10G_EB_DECL_U16(n) uint16_t n;
+#define W10G_EB_DECL_U32(n) uint32_t n;
+#define W10G_EB_DECL_U64(n) uint64_t n;
+#define W10G_EB_DECL_I32(n) int32_t n;
+#define W10G_EB_DECL_I64(n) int64_t n;
+#define W10G_EB_DECL_A16(n) uint8_t n[16];
+#define W10G_EB_MEMBER(name, kind) W10G_EB_DECL_##kind(name)
+struct w10g_eb_row {
+    W10G_EB_FIELDS(W10G_EB_MEMBER)
 };
+#undef W10G_EB_MEMBER
+
+struct w10g_eb_config {
+    int32_t off[W10G_EB_NFIELDS];   /* byte offset of each column in the row, -1 = not selected */
+    uint8_t sysctl_timestamps, sysctl_sack, sysctl_ecn;
+    /* set by w10g_eb_plan() from off[] and the row size: */
+    int direct;                      /* the output row is struct w10g_eb_row itself */
+    uint32_t nruns;
+    struct w10g_run runs[W10G_EB_NFIELDS];
+};
+
+/* Fill cfg->direct and cfg->runs from cfg->off and the output's row size. */
+void w10g_eb_plan(struct w10g_eb_config *cfg, size_t itemsize);
+/* Column f's offset in struct w10g_eb_row (-1: no such column), and the struct's size:
+ * the tests check them against the numpy row type of every column. */
+int w10g_eb_row_offset(int field);
+size_t w10g_eb_row_size(void);
 
 struct w10g_eb_sink {
     const struct w10g_eb_config *cfg;

@@ -180,36 +180,8 @@ size_t w10g_sd_row_size(void) { return sizeof(struct w10g_sd_row); }
 
 void w10g_sd_plan(struct w10g_sd_config *cfg, size_t itemsize)
 {
-    struct w10g_sd_run *r = cfg->runs;
-    uint32_t n = 0;
-    int direct = itemsize == sizeof(struct w10g_sd_row);
-    for (int f = 0; f < W10G_SD_NFIELDS; f++) {
-        if (cfg->off[f] != (int32_t)row_off[f])
-            direct = 0;
-        if (cfg->off[f] < 0)
-            continue;
-        /* insertion by output offset (once per plan; 165 columns at most) */
-        uint32_t k = n++;
-        while (k && r[k - 1].dst > (uint32_t)cfg->off[f]) {
-            r[k] = r[k - 1];
-            k--;
-        }
-        r[k].src = row_off[f];
-        r[k].dst = (uint32_t)cfg->off[f];
-        r[k].len = row_width[f];
-    }
-    /* columns adjacent in both rows: one copy */
-    uint32_t m = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        if (m && r[m - 1].src + r[m - 1].len == r[k].src
-              && r[m - 1].dst + r[m - 1].len == r[k].dst) {
-            r[m - 1].len += r[k].len;
-        } else {
-            r[m++] = r[k];
-        }
-    }
-    cfg->nruns = m;
-    cfg->direct = direct;
+    cfg->nruns = w10g_runs_plan(cfg->runs, W10G_SD_NFIELDS, cfg->off, row_off, row_width,
+                                itemsize, sizeof(struct w10g_sd_row), &cfg->direct);
     uint32_t blocks = 0;
     for (int f = 0; f < W10G_SD_NFIELDS; f++)
         if (cfg->off[f] >= 0)
@@ -254,26 +226,6 @@ static char *row_slot(struct w10g_sd_sink *s)
  * 1 = in use; otherwise 2 = disabled here (sysctl 0), 3 = the peer declined. */
 static inline int32_t negotiated(int on, int sysctl_on) { return on ? 1 : (sysctl_on ? 3 : 2); }
 
-/* 16 bytes through a vector register. The empty asm keeps GCC from turning a loop of
- * these back into `rep movsq` (what it emits for a copy loop or a fixed-size memcpy of a
- * few hundred bytes at -O2: its start-up cost made the copy of tcp_info an eighth of the
- * decoder's time). */
-typedef uint64_t w10g_v16 __attribute__((vector_size(16)));
-#if defined(__x86_64__) || defined(__i386__)
-#define W10G_KEEP_VEC(v) __asm__("" : "+x"(v))
-#elif defined(__aarch64__)
-#define W10G_KEEP_VEC(v) __asm__("" : "+w"(v))
-#else
-#define W10G_KEEP_VEC(v) ((void)0)
-#endif
-static inline void move16(char *dst, const char *src)
-{
-    w10g_v16 v;
-    memcpy(&v, src, 16);
-    W10G_KEEP_VEC(v);
-    memcpy(dst, &v, 16);
-}
-
 /* A tcp_info field, read where it lies (the attribute is only 4-byte aligned). */
 #define TI(f) ((__typeof__(((struct w10g_tcp_info *)0)->f))ti_load(              \
     tip + offsetof(struct w10g_tcp_info, f), sizeof(((struct w10g_tcp_info *)0)->f)))
@@ -284,38 +236,6 @@ static inline uint64_t ti_load(const char *p, size_t n)
     case 2: { uint16_t v; memcpy(&v, p, 2); return v; }
     case 4: { uint32_t v; memcpy(&v, p, 4); return v; }
     default: { uint64_t v; memcpy(&v, p, 8); return v; }
-    }
-}
-
-/* A run of the row: overlapping fixed-size moves, inline (no call per run). */
-static inline void copy_run(char *dst, const char *src, size_t len)
-{
-    if (len >= 16) {
-        size_t i = 0;
-        for (; i + 16 <= len; i += 16)
-            move16(dst + i, src + i);
-        if (i < len)
-            move16(dst + len - 16, src + len - 16);
-    } else if (len >= 8) {
-        uint64_t a, b;
-        memcpy(&a, src, 8);
-        memcpy(&b, src + len - 8, 8);
-        memcpy(dst, &a, 8);
-        memcpy(dst + len - 8, &b, 8);
-    } else if (len >= 4) {
-        uint32_t a, b;
-        memcpy(&a, src, 4);
-        memcpy(&b, src + len - 4, 4);
-        memcpy(dst, &a, 4);
-        memcpy(dst + len - 4, &b, 4);
-    } else if (len >= 2) {
-        uint16_t a, b;
-        memcpy(&a, src, 2);
-        memcpy(&b, src + len - 2, 2);
-        memcpy(dst, &a, 2);
-        memcpy(dst + len - 2, &b, 2);
-    } else if (len) {
-        dst[0] = src[0];
     }
 }
 
@@ -335,15 +255,12 @@ static inline void emit_row(struct w10g_sd_sink *s, const struct w10g_sd_config 
                        && !((uintptr_t)row & 7);
     if (!cfg->direct) {
         char *to = stream ? s->outrow : row;
-        for (uint32_t k = 0; k < cfg->nruns; k++) {
-            const struct w10g_sd_run *u = &cfg->runs[k];
-            copy_run(to + u->dst, src + u->src, u->len);
-        }
+        w10g_runs_copy(to, src, cfg->runs, cfg->nruns);
         if (!stream)
             return;
         src = s->outrow;
     } else if (!stream) {
-        copy_run(row, src, sizeof(*r));
+        w10g_copy_run(row, src, sizeof(*r));
         return;
     }
     w10g_stream_out(row, src, s->itemsize);

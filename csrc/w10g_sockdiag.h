@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <linux/netlink.h>
 
+#include "w10g_runs.h"
+
 /* store kinds: U8 U16 U32 U64 I32 I64 F64, A16 = 16 raw bytes, S16 = NUL-padded string.
  * Three parts: the identity and per-row metadata (HEAD), the variables in registry order
  * (BODY), and tcp_info_len (TAIL), which the registry lists last but a row type puts
@@ -238,12 +240,6 @@ struct w10g_sd_row {
 };
 #undef W10G_SD_MEMBER
 
-/* A stretch of the row copied from the scratch row to the output: columns adjacent in
- * both (and the padding between them) become one run. */
-struct w10g_sd_run {
-    uint32_t src, dst, len;
-};
-
 /* Blocks of stock-only columns: the decoder computes a block only when a selected column
  * is in it (the Web10G variables and the identity are always computed). */
 enum {
@@ -271,7 +267,7 @@ struct w10g_sd_config {
     int direct;                      /* the output row is struct w10g_sd_row itself */
     uint32_t blocks;                 /* W10G_BLK_*: stock-only column blocks selected */
     uint32_t nruns;
-    struct w10g_sd_run runs[W10G_SD_NFIELDS];
+    struct w10g_run runs[W10G_SD_NFIELDS];
 };
 
 /* What the client tracks per flow (keyed by socket cookie) for the derived columns. */

@@ -173,6 +173,42 @@ def test_rows_say_what_is_reported(pins: str, keep: list[Any]) -> None:
         assert eb.available(rows, "SndUna")[rows["state"] == 5].all()
 
 
+def test_whole_row_and_column_subsets_decode_alike(pins: str, keep: list[Any]) -> None:
+    """The decoder builds every column in one C struct (csrc/w10g_ebpf.h) and copies the
+    selected ones out: the struct is the dtype of every variable, and a subset of columns,
+    in place or streamed (a large output), decodes to the same values as the whole row."""
+    from web10g import _ebpf
+
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    _pair(lst, keep)
+    with _agent(pins) as eb:
+        full = eb.dtype(None)
+        offsets, size = _ebpf.row_layout()
+        assert size == full.itemsize
+        assert set(offsets) == set(_ebpf.FIELD_NAMES) == set(full.names)
+        assert all(offsets[n] == full.fields[n][1] for n in full.names)
+        names = ["SegsOut", "CurCwnd", "Priority", "SndUna", "MinRTT"]
+        whole = _ebpf.Decoder(full, hz=eb.hz)
+        sub = _ebpf.Decoder(eb.dtype(names), hz=eb.hz)
+        assert whole.direct and whole.copy_runs == 0
+        assert not sub.direct and sub.copy_runs >= 2
+        fd = eb._open_iter()
+        try:
+            whole.read(fd, None, keep=True)
+        finally:
+            os.close(fd)
+        raw = np.frombuffer(whole.last_bytes(), np.uint8)
+        a, n = whole.decode(raw, now_ns=1)
+        assert n >= 3
+        for cap in (n, 16_000):                   # 16,000 x 520 B: streamed stores
+            for dec in (whole, sub):
+                b, m = dec.decode(raw, np.zeros(cap, dec.dtype), now_ns=1)
+                assert m == n
+                for col in ("cid", "state", *names):
+                    assert (a[col][:n] == b[col][:n]).all(), (col, cap, dec.direct)
+
+
 def test_older_flows_get_callbacks_but_no_from_start_counters(keep: list[Any]) -> None:
     lst = socket.create_server(("127.0.0.1", 0))
     keep.append(lst)

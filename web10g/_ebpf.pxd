@@ -15,6 +15,8 @@ cdef extern from "w10g_ebpf.h" nogil:
         uint8_t sysctl_timestamps
         uint8_t sysctl_sack
         uint8_t sysctl_ecn
+        int direct
+        uint32_t nruns
 
     struct w10g_eb_sink:
         const w10g_eb_config *cfg
@@ -40,5 +42,8 @@ cdef extern from "w10g_ebpf.h" nogil:
                             size_t *total)
     const char *w10g_eb_field_name(int field)
     const char *w10g_eb_field_kind(int field)
+    void w10g_eb_plan(w10g_eb_config *cfg, size_t itemsize)
+    int w10g_eb_row_offset(int field)
+    size_t w10g_eb_row_size()
     size_t w10g_eb_rec_size()
     size_t w10g_eb_hdr_size()

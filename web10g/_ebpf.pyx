@@ -22,7 +22,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME, CLOCK_MONOTONIC
 from web10g._ebpf cimport (
     W10G_EB_NFIELDS, W10G_EB_P_INFO, W10G_EB_P_COUNTERS, W10G_EB_P_SEQ, w10g_eb_config,
     w10g_eb_sink, w10g_eb_decode, w10g_eb_read_all, w10g_eb_read_decode, w10g_eb_field_name,
-    w10g_eb_field_kind,
+    w10g_eb_field_kind, w10g_eb_plan, w10g_eb_row_offset, w10g_eb_row_size,
     w10g_eb_rec_size, w10g_eb_hdr_size,
 )
 from web10g._rows cimport check_out, grow_rows
@@ -61,6 +61,7 @@ cdef int _build_config(w10g_eb_config *cfg, object dtype) except -1:
         if ftype != want:
             raise TypeError(f"column {name!r} must be {want}, not {ftype}")
         cfg.off[i] = offset
+    w10g_eb_plan(cfg, dtype.itemsize)
     return 0
 
 
@@ -68,6 +69,12 @@ cdef int64_t _clock(int which) noexcept nogil:
     cdef timespec ts
     clock_gettime(which, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+def row_layout():
+    """The decoder's whole row (struct w10g_eb_row): ({column: offset}, sizeof)."""
+    return ({FIELD_NAMES[i]: w10g_eb_row_offset(i) for i in range(W10G_EB_NFIELDS)},
+            w10g_eb_row_size())
 
 
 def clock_offset():
@@ -107,6 +114,18 @@ cdef class Decoder:
 
     def __dealloc__(self):
         free(self.buf)
+
+    @property
+    def direct(self):
+        """True when rows are decoded in place: the dtype is the decoder's whole row
+        (every column, in its order); otherwise through a row of every column and run
+        copies."""
+        return bool(self.cfg.direct)
+
+    @property
+    def copy_runs(self):
+        """How many copies move a decoded row's selected columns into the output."""
+        return 0 if self.cfg.direct else self.cfg.nruns
 
     cdef int _prepare(self, w10g_eb_sink *sink, cnp.ndarray out) except -1:
         memset(sink, 0, sizeof(w10g_eb_sink))
