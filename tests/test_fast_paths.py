@@ -126,21 +126,28 @@ def test_formatter_prints_every_width_and_blanks():
 
 
 def test_formatter_writes_to_a_file_what_it_returns(tmp_path):
+    """To a file the text goes in chunks of rows (128 KiB of worst-case text each): 20,000
+    rows make several, and the blank masks follow the rows across them."""
     import io
 
+    n = 20_000
     dt = np.dtype([("family", "u1"), ("x", "u4"), ("t", "i8")], align=True)
-    rows = np.zeros(1000, dt)
-    rows["x"] = np.arange(1000) * 7919
-    rows["t"] = 1_700_000_000_123_456_789
+    rows = np.zeros(n, dt)
+    rows["x"] = np.arange(n) * 7919
+    rows["t"] = 1_700_000_000_123_456_789 + np.arange(n)
     cols = [("x", _format.KIND_UINT), ("t", _format.KIND_TIME)]
-    text = _format.format_rows(rows, cols)
+    blank = {"x": np.arange(n) % 7 == 3}
+    text = _format.format_rows(rows, cols, blank=blank)
+    lines = text.splitlines()
+    assert len(lines) == n and lines[3].startswith(b",") and lines[10].startswith(b",")
+    assert lines[n - 1] == f"{(n - 1) * 7919},1700000000.123476".encode()
     path = tmp_path / "out.csv"
     with open(path, "wb") as fh:
         fh.write(b"head\n")                      # buffered: must land before the rows
-        assert _format.format_rows(rows, cols, file=fh) == len(text)
+        assert _format.format_rows(rows, cols, blank=blank, file=fh) == len(text)
     assert path.read_bytes() == b"head\n" + text
     bio = io.BytesIO()                           # no file descriptor: written through it
-    _format.format_rows(rows, cols, file=bio)
+    _format.format_rows(rows, cols, blank=blank, file=bio)
     assert bio.getvalue() == text
 
 
