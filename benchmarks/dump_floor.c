@@ -1,9 +1,11 @@
 /* dump_floor: the kernel floor for a full NETLINK_SOCK_DIAG TCP dump.
  *
  * One netlink socket, opened once. Each iteration dumps every TCP socket of the
- * network namespace, AF_INET then AF_INET6 (or the families given), exactly as
- * web10g's read_all() asks for them: SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST|NLM_F_DUMP,
- * inet_diag_req_v2 with the given idiag_ext and idiag_states. Every datagram is read
+ * network namespace exactly as web10g's read_all() asks for them: both families in one
+ * walk of the kernel's tables (-f 0, the default: TCPDIAG_GETSOCK with struct
+ * inet_diag_req, family AF_UNSPEC), or one SOCK_DIAG_BY_FAMILY dump per family with
+ * inet_diag_req_v2 (-f 46, as ss asks; -f 4 or -f 6 for one), NLM_F_REQUEST|NLM_F_DUMP,
+ * the given idiag_ext and idiag_states. Every datagram is read
  * into one 64 KiB buffer until NLMSG_DONE; the records are counted (so the count can be
  * checked against web10g's) and otherwise discarded. No decoding: this is what the
  * kernel plus recv() cost, the least any client can pay.
@@ -23,7 +25,7 @@
  * answers each command with one JSON line of the same shape; it exits at end of input.
  *
  * Build: cc -O2 -o dump_floor dump_floor.c
- * Usage: dump_floor [-n iterations] [-w warmup] [-e ext] [-s states] [-f 4|6|46]
+ * Usage: dump_floor [-n iterations] [-w warmup] [-e ext] [-s states] [-f 0|4|6|46]
  *                   [-b bufsize] [-i]
  */
 #ifndef _GNU_SOURCE
@@ -86,7 +88,7 @@ static void die(const char *what)
     exit(1);
 }
 
-/* One dump of one family; returns 0 or exits on error. */
+/* One dump of one family (0: both, in one walk); returns 0 or exits on error. */
 static void dump_family(int fd, uint8_t family, uint8_t ext, uint32_t states, uint32_t seq,
                         char *buf, size_t buflen, struct dump_stats *st)
 {
@@ -94,7 +96,13 @@ static void dump_family(int fd, uint8_t family, uint8_t ext, uint32_t states, ui
         struct nlmsghdr nlh;
         struct inet_diag_req_v2 req;
     } msg;
+    struct {
+        struct nlmsghdr nlh;
+        struct inet_diag_req req;
+    } msg1;
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    const void *out = &msg;
+    size_t outlen = sizeof(msg);
 
     memset(&msg, 0, sizeof(msg));
     msg.nlh.nlmsg_len = sizeof(msg);
@@ -105,8 +113,19 @@ static void dump_family(int fd, uint8_t family, uint8_t ext, uint32_t states, ui
     msg.req.sdiag_protocol = IPPROTO_TCP;
     msg.req.idiag_ext = ext;
     msg.req.idiag_states = states;
+    if (family == 0) {
+        memset(&msg1, 0, sizeof(msg1));
+        msg1.nlh.nlmsg_len = sizeof(msg1);
+        msg1.nlh.nlmsg_type = TCPDIAG_GETSOCK;
+        msg1.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+        msg1.nlh.nlmsg_seq = seq;
+        msg1.req.idiag_ext = ext;
+        msg1.req.idiag_states = states;
+        out = &msg1;
+        outlen = sizeof(msg1);
+    }
 
-    if (sendto(fd, &msg, sizeof(msg), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+    if (sendto(fd, out, outlen, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
         die("sendto");
 
     for (;;) {
@@ -146,7 +165,7 @@ static void dump_family(int fd, uint8_t family, uint8_t ext, uint32_t states, ui
                 errno = -e.error;
                 die("NLMSG_ERROR");
             }
-            if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY)
+            if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY || h->nlmsg_type == TCPDIAG_GETSOCK)
                 st->records++;
         }
     }
@@ -199,7 +218,8 @@ static void run_batch(struct floor *fl, long ext, long iterations, long warmup)
            "\"iterations\":%ld,\"records\":%llu,\"bytes\":%llu,\"datagrams\":%llu,"
            "\"median_ns\":%lld,\"min_ns\":%lld,\"cpu_median_ns\":%lld",
            ext, (unsigned long)fl->states,
-           fl->nfam == 2 ? "4,6" : (fl->fams[0] == AF_INET ? "4" : "6"), fl->bufsize,
+           fl->nfam == 2 ? "4,6" : (fl->fams[0] == AF_INET ? "4" : fl->fams[0] ? "6" : "0"),
+           fl->bufsize,
            iterations, (unsigned long long)st.records, (unsigned long long)st.bytes,
            (unsigned long long)st.datagrams, (long long)median, (long long)min_wall,
            (long long)cpu_median);
@@ -215,7 +235,7 @@ int main(int argc, char **argv)
 {
     long iterations = 20, warmup = 2, ext = 0x02, bufsize = 65536;
     unsigned long states = 0xFFF;
-    const char *families = "46";
+    const char *families = "0";
     int interactive = 0;
     int opt;
 
@@ -230,7 +250,7 @@ int main(int argc, char **argv)
         case 'i': interactive = 1; break;
         default:
             fprintf(stderr, "usage: %s [-n iterations] [-w warmup] [-e ext] [-s states] "
-                            "[-f 4|6|46] [-b bufsize] [-i]\n", argv[0]);
+                            "[-f 0|4|6|46] [-b bufsize] [-i]\n", argv[0]);
             return opt == 'h' ? 0 : 2;
         }
     }
@@ -242,9 +262,10 @@ int main(int argc, char **argv)
     for (const char *c = families; *c && fl.nfam < 2; c++) {
         if (*c == '4') fl.fams[fl.nfam++] = AF_INET;
         else if (*c == '6') fl.fams[fl.nfam++] = AF_INET6;
+        else if (*c == '0' && !c[1] && !fl.nfam) fl.fams[fl.nfam++] = 0;
     }
     if (!fl.nfam) {
-        fprintf(stderr, "dump_floor: -f takes 4, 6 or 46\n");
+        fprintf(stderr, "dump_floor: -f takes 0 (both families, one walk), 4, 6 or 46\n");
         return 2;
     }
 

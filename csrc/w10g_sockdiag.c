@@ -345,7 +345,10 @@ int w10g_sd_on_message(const struct nlmsghdr *nlh, void *arg)
     }
     /* libmnl has checked nlmsg_len against the datagram; check the body against it. */
     size_t plen = nlh->nlmsg_len - NLMSG_HDRLEN;
-    if (nlh->nlmsg_type != SOCK_DIAG_BY_FAMILY || plen < sizeof(m))
+    /* SOCK_DIAG_BY_FAMILY, or TCPDIAG_GETSOCK: the reply to the one-walk request for
+     * both families (web10g/_sockdiag.pyx), same record */
+    if ((nlh->nlmsg_type != SOCK_DIAG_BY_FAMILY && nlh->nlmsg_type != TCPDIAG_GETSOCK)
+        || plen < sizeof(m))
         goto bad;
     const uint8_t *pl = (const uint8_t *)mnl_nlmsg_get_payload(nlh);
     memcpy(&m, pl, sizeof(m));

@@ -213,6 +213,47 @@ def test_address_filter_and_family(agent):
         close_all(lst6, p6)
 
 
+def test_one_walk_dump_equals_per_family_dumps(agent):
+    """Both families in one walk of the kernel's tables (TCPDIAG_GETSOCK, family
+    AF_UNSPEC) give the same rows as one SOCK_DIAG_BY_FAMILY dump per family, with a
+    kernel-side filter as without; the per-family path is the fallback for a kernel that
+    refuses the older request."""
+    from web10g import _sockdiag
+
+    lst4, p4 = pairs(2)
+    lst6, p6 = pairs(2, socket.AF_INET6, "::1")
+    ports = (lst4.getsockname()[1], lst6.getsockname()[1])
+    flt = " or ".join(f"sport = :{p} or dport = :{p}" for p in ports)
+    cols = ["SegsOut", "CurMSS", "State"]
+    try:
+        dumper, _ = agent._plan(cols, flt, "all", None)
+        assert dumper.one_walk and dumper.families == (2, 10)
+        one = {True: None, False: None}
+        for walk in (True, False):
+            _sockdiag._refuse_one_walk(not walk)
+            try:
+                assert dumper.one_walk is walk
+                one[walk] = (agent.read_all(cols, filter=flt, states="all"),
+                             agent.read_all(cols, states="all"))
+            finally:
+                _sockdiag._refuse_one_walk(False)
+        (a, a_all), (b, b_all) = one[True], one[False]
+        assert len(a) == len(b) == 10                   # 2 listeners + 2 x 2 pairs each
+        assert set(a["family"]) == {socket.AF_INET, socket.AF_INET6}
+        a, b = np.sort(a, order="cid"), np.sort(b, order="cid")
+        for name in ("cid", "family", "local_addr", "rem_addr", "local_port", "rem_port",
+                     "state", *cols):
+            assert (a[name] == b[name]).all(), name
+        for p in ports:                                  # unfiltered: ours are there too
+            assert len(mine(a_all, p)) == len(mine(b_all, p)) == 5
+        only4 = agent.read_all(cols, filter=flt, family="inet")
+        assert not agent._plan(cols, flt, None, "inet")[0].one_walk
+        assert set(only4["family"]) == {socket.AF_INET}
+    finally:
+        close_all(lst4, p4)
+        close_all(lst6, p6)
+
+
 def test_invalid_filter_names_position_and_reason(agent):
     with pytest.raises(FilterError) as ei:
         agent.read_all(filter="dport = :99999")

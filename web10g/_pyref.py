@@ -18,7 +18,7 @@ import numpy as np
 from web10g import errors
 from web10g._tcpinfo import parse as parse_tcp_info
 
-NLMSG_ERROR, NLMSG_DONE, SOCK_DIAG_BY_FAMILY = 2, 3, 20
+NLMSG_ERROR, NLMSG_DONE, TCPDIAG_GETSOCK, SOCK_DIAG_BY_FAMILY = 2, 3, 18, 20
 NLM_F_DUMP_INTR = 0x10
 DERIVED = 2                                 # decoder flag: keep the derived columns
 AF_INET6 = 10
@@ -352,7 +352,8 @@ def decode_datagrams(datagrams: Iterable[bytes], dtype: Any, *, timestamp_ns: in
             if mtype < 16:
                 continue
             rec = record(body, now_ns=timestamp_ns, bitfield=bool(flags & 1),
-                         sysctls=sysctls, flows=track) if mtype == SOCK_DIAG_BY_FAMILY else None
+                         sysctls=sysctls, flows=track) \
+                if mtype in (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK) else None
             if rec is None:
                 raise errors.MalformedReply(f"recorded datagram: record {len(rows)} is "
                                             "malformed")

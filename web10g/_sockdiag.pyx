@@ -1,12 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """sock_diag dumps decoded by C straight into numpy structured arrays.
 
-A :class:`Dumper` holds one prebuilt request per address family and the decoder's
-column offsets for one output dtype (checked once, here). ``dump(out)`` runs both
-families' dumps without the GIL; the C decoder writes each record into the next row of
+A :class:`Dumper` holds its prebuilt request and the decoder's column offsets for one
+output dtype (checked once, here). ``dump(out)`` runs the dump without the GIL: for both
+address families one walk of the kernel's socket tables (the compatibility request,
+below), else one per family; the C decoder writes each record into the next row of
 ``out``; rows beyond its capacity go to a spill area and ``out`` is grown (geometrically)
 afterwards, so no row is lost. Errors are raised after the nogil block.
 """
+import errno as _errno
+
 import numpy as np
 cimport numpy as cnp
 
@@ -36,8 +39,20 @@ from web10g import errors
 cnp.import_array()
 
 cdef enum:
+    TCPDIAG_GETSOCK = 18
     SOCK_DIAG_BY_FAMILY = 20
     REQ_V2_SIZE = 56        # sizeof(struct inet_diag_req_v2)
+    REQ_V1_SIZE = 60        # sizeof(struct inet_diag_req)
+
+# Both families in one walk. A SOCK_DIAG_BY_FAMILY request names one family, and the
+# kernel walks every bucket of the established hash (262,144 here) and every socket in
+# it for each family asked: for a machine of IPv4 flows the IPv6 dump finds nothing and
+# still costs a fifth of the IPv4 one (4.6 against 22 ms at 20,000 flows). The older
+# request, TCPDIAG_GETSOCK with struct inet_diag_req, dumps with family AF_UNSPEC: one
+# walk, both families, the same records (typed TCPDIAG_GETSOCK), bytecode filters
+# included. A kernel that refuses it (it has been in every kernel since 2.6, but a
+# kernel may drop it) gets the per-family requests from then on.
+cdef bint _one_walk_refused = False
 ACCECN_BITFIELD = W10G_SD_ACCECN_BITFIELD
 DERIVED = W10G_SD_DERIVED
 
@@ -86,6 +101,8 @@ cdef class Dumper:
     cdef readonly bint filtered
     cdef char *req
     cdef size_t reqlen
+    cdef char *req1
+    cdef size_t req1len
     cdef bint derived
     cdef list _pool
     cdef readonly size_t last_rows
@@ -93,6 +110,7 @@ cdef class Dumper:
 
     def __cinit__(self):
         self.req = NULL
+        self.req1 = NULL
         memset(&self.flows, 0, sizeof(self.flows))
         self._pool = []
 
@@ -134,10 +152,32 @@ cdef class Dumper:
         memcpy(body + 4, &states, 4)
         if attr:
             memcpy(self.req + NLMSG_HDRLEN + REQ_V2_SIZE, <char *>attr, len(attr))
+        if 2 in self.families and 10 in self.families:
+            self.req1len = NLMSG_HDRLEN + REQ_V1_SIZE + len(attr)
+            self.req1 = <char *>malloc(self.req1len)
+            if self.req1 == NULL:
+                raise MemoryError()
+            memset(self.req1, 0, self.req1len)
+            hdr = <nlmsghdr *>self.req1
+            hdr.nlmsg_len = <uint32_t>self.req1len
+            hdr.nlmsg_type = TCPDIAG_GETSOCK
+            hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
+            body = <uint8_t *>(self.req1 + NLMSG_HDRLEN)
+            body[0] = 0                              # idiag_family: both
+            body[3] = <uint8_t>ext
+            memcpy(body + 52, &states, 4)            # after the 48-byte socket id
+            if attr:
+                memcpy(self.req1 + NLMSG_HDRLEN + REQ_V1_SIZE, <char *>attr, len(attr))
 
     def __dealloc__(self):
         free(self.req)
+        free(self.req1)
         w10g_flowtab_free(&self.flows)
+
+    @property
+    def one_walk(self):
+        """True when a dump asks for both families in one walk (TCPDIAG_GETSOCK)."""
+        return self.req1 != NULL and not _one_walk_refused
 
     @property
     def direct(self):
@@ -238,6 +278,17 @@ cdef class Dumper:
         self._prepare(&sink, out)
         self.sock.acquire()
         try:
+            if self.one_walk:
+                with nogil:
+                    (<nlmsghdr *>self.req1).nlmsg_seq = self.sock.next_seq()
+                    rc = self.sock.transact(self.req1, self.req1len,
+                                            <mnl.mnl_cb_t>w10g_sd_on_message, &sink, &st)
+                if rc < 0 and st.stage != STAGE_DECODE and st.messages == 0 and \
+                        st.err in (_errno.EINVAL, _errno.ENOENT, _errno.EOPNOTSUPP):
+                    _refuse_one_walk()
+                    rc = 0
+                else:
+                    fams = []
             for f in fams:
                 fam = f
                 with nogil:
@@ -321,6 +372,13 @@ cdef class Dumper:
                 f"{call}: record {sink.bad_offset} of the kernel's reply is malformed "
                 "(a length points past the message); nothing was decoded from it")
         return self.sock.error_from(st, call)
+
+
+def _refuse_one_walk(refused=True):
+    """The kernel refused TCPDIAG_GETSOCK: per-family dumps from now on (the tests also
+    call this, to run both paths)."""
+    global _one_walk_refused
+    _one_walk_refused = refused
 
 
 cdef class FlowTable:
