@@ -224,7 +224,11 @@ def test_one_walk_dump_equals_per_family_dumps(agent):
     lst6, p6 = pairs(2, socket.AF_INET6, "::1")
     ports = (lst4.getsockname()[1], lst6.getsockname()[1])
     flt = " or ".join(f"sport = :{p} or dport = :{p}" for p in ports)
-    cols = ["SegsOut", "CurMSS", "State"]
+    # a column from each kind of attribute: tcp_info, the message, memory, congestion
+    # control, the net_admin-only ones
+    cols = ["SegsOut", "CurMSS", "State", "MSSSent", "WinScaleSent", "TimeStamps", "uid",
+            "inode", "mem_rmem_bytes", "skmem_rmem_alloc", "cc_algorithm", "shutdown_rd",
+            "mark", "class_id", "cgroup_id", "sockopt_flags"]
     try:
         dumper, _ = agent._plan(cols, flt, "all", None)
         assert dumper.one_walk and dumper.families == (2, 10)
