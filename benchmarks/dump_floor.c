@@ -92,37 +92,28 @@ static void die(const char *what)
 static void dump_family(int fd, uint8_t family, uint8_t ext, uint32_t states, uint32_t seq,
                         char *buf, size_t buflen, struct dump_stats *st)
 {
-    struct {
-        struct nlmsghdr nlh;
-        struct inet_diag_req_v2 req;
+    /* the header and the body of either request, one buffer */
+    union {
+        struct { struct nlmsghdr nlh; struct inet_diag_req_v2 req; } v2;
+        struct { struct nlmsghdr nlh; struct inet_diag_req req; } v1;
     } msg;
-    struct {
-        struct nlmsghdr nlh;
-        struct inet_diag_req req;
-    } msg1;
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    const size_t outlen = family ? sizeof(msg.v2) : sizeof(msg.v1);
     const void *out = &msg;
-    size_t outlen = sizeof(msg);
 
     memset(&msg, 0, sizeof(msg));
-    msg.nlh.nlmsg_len = sizeof(msg);
-    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    msg.nlh.nlmsg_seq = seq;
-    msg.req.sdiag_family = family;
-    msg.req.sdiag_protocol = IPPROTO_TCP;
-    msg.req.idiag_ext = ext;
-    msg.req.idiag_states = states;
-    if (family == 0) {
-        memset(&msg1, 0, sizeof(msg1));
-        msg1.nlh.nlmsg_len = sizeof(msg1);
-        msg1.nlh.nlmsg_type = TCPDIAG_GETSOCK;
-        msg1.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-        msg1.nlh.nlmsg_seq = seq;
-        msg1.req.idiag_ext = ext;
-        msg1.req.idiag_states = states;
-        out = &msg1;
-        outlen = sizeof(msg1);
+    msg.v2.nlh.nlmsg_len = (uint32_t)outlen;
+    msg.v2.nlh.nlmsg_type = family ? SOCK_DIAG_BY_FAMILY : TCPDIAG_GETSOCK;
+    msg.v2.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.v2.nlh.nlmsg_seq = seq;
+    if (family) {
+        msg.v2.req.sdiag_family = family;
+        msg.v2.req.sdiag_protocol = IPPROTO_TCP;
+        msg.v2.req.idiag_ext = ext;
+        msg.v2.req.idiag_states = states;
+    } else {
+        msg.v1.req.idiag_ext = ext;          /* idiag_family 0: both, in one walk */
+        msg.v1.req.idiag_states = states;
     }
 
     if (sendto(fd, out, outlen, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)

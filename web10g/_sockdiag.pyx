@@ -13,7 +13,7 @@ import errno as _errno
 import numpy as np
 cimport numpy as cnp
 
-from libc.stdint cimport uint8_t, uint32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
@@ -88,6 +88,25 @@ cdef int _build_config(w10g_sd_config *cfg, object dtype) except -1:
     return 0
 
 
+cdef char *_dump_request(uint16_t msg_type, size_t body_size, bytes attr,
+                         size_t *length) except NULL:
+    """A zeroed dump request of ``msg_type`` with a body of ``body_size`` bytes (filled
+    by the caller) and ``attr`` after it; malloc'd, its size in ``*length``."""
+    cdef size_t n = NLMSG_HDRLEN + body_size + len(attr)
+    cdef char *req = <char *>malloc(n)
+    cdef nlmsghdr *hdr = <nlmsghdr *>req
+    if req == NULL:
+        raise MemoryError()
+    memset(req, 0, n)
+    hdr.nlmsg_len = <uint32_t>n
+    hdr.nlmsg_type = msg_type
+    hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
+    if attr:
+        memcpy(req + NLMSG_HDRLEN + body_size, <char *>attr, len(attr))
+    length[0] = n
+    return req
+
+
 cdef class Dumper:
     """sock_diag dumps of one column selection, filter and state set."""
 
@@ -118,7 +137,6 @@ cdef class Dumper:
                  unsigned int states=0xFFF, bytes bytecode=b"", families=(2, 10),
                  unsigned int flags=0, sysctls=(1, 1, 2)):
         cdef uint8_t *body
-        cdef nlmsghdr *hdr
         cdef bytes attr
         dtype = np.dtype(dtype)
         _build_config(&self.cfg, dtype)
@@ -137,37 +155,16 @@ cdef class Dumper:
             n = 4 + len(bytecode)
             attr = n.to_bytes(2, "little") + (1).to_bytes(2, "little") + bytecode
             attr += b"\0" * (-n % 4)
-        self.reqlen = NLMSG_HDRLEN + REQ_V2_SIZE + len(attr)
-        self.req = <char *>malloc(self.reqlen)
-        if self.req == NULL:
-            raise MemoryError()
-        memset(self.req, 0, self.reqlen)
-        hdr = <nlmsghdr *>self.req
-        hdr.nlmsg_len = <uint32_t>self.reqlen
-        hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY
-        hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
+        self.req = _dump_request(SOCK_DIAG_BY_FAMILY, REQ_V2_SIZE, attr, &self.reqlen)
         body = <uint8_t *>(self.req + NLMSG_HDRLEN)
         body[1] = 6                                  # IPPROTO_TCP
         body[2] = <uint8_t>ext
         memcpy(body + 4, &states, 4)
-        if attr:
-            memcpy(self.req + NLMSG_HDRLEN + REQ_V2_SIZE, <char *>attr, len(attr))
         if 2 in self.families and 10 in self.families:
-            self.req1len = NLMSG_HDRLEN + REQ_V1_SIZE + len(attr)
-            self.req1 = <char *>malloc(self.req1len)
-            if self.req1 == NULL:
-                raise MemoryError()
-            memset(self.req1, 0, self.req1len)
-            hdr = <nlmsghdr *>self.req1
-            hdr.nlmsg_len = <uint32_t>self.req1len
-            hdr.nlmsg_type = TCPDIAG_GETSOCK
-            hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
+            self.req1 = _dump_request(TCPDIAG_GETSOCK, REQ_V1_SIZE, attr, &self.req1len)
             body = <uint8_t *>(self.req1 + NLMSG_HDRLEN)
-            body[0] = 0                              # idiag_family: both
-            body[3] = <uint8_t>ext
+            body[3] = <uint8_t>ext                   # idiag_family 0: both
             memcpy(body + 52, &states, 4)            # after the 48-byte socket id
-            if attr:
-                memcpy(self.req1 + NLMSG_HDRLEN + REQ_V1_SIZE, <char *>attr, len(attr))
 
     def __dealloc__(self):
         free(self.req)
