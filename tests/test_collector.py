@@ -260,6 +260,62 @@ def test_series_budget_folds_groups_and_counts_drops():
         assert dropped == agg.series_dropped
 
 
+def _parsed(text: str, openmetrics: bool):
+    """(family name, type, HELP, sorted samples) of an exposition, as the client parses it."""
+    if openmetrics:
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    else:
+        from prometheus_client.parser import text_string_to_metric_families
+    out = []
+    for f in text_string_to_metric_families(text):
+        samples = sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f.samples)
+        out.append((f.name, f.type, f.documentation, samples))
+    return out
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text-0.0.4", "openmetrics"])
+def test_fast_render_equals_prometheus_client_rendering(openmetrics):
+    """Aggregator.render() writes the exposition itself (the exporter's hot path); it
+    must say exactly what prometheus_client says of Aggregator.families(): same families,
+    HELP, types, label sets and values, in both formats, with labels that need escaping,
+    IPv4 and IPv6 groups, top-K flows and dropped series."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    from web10g.collector.prometheus import Aggregator, _Registry
+
+    with web10g.open("sock_diag") as agent:
+        probe = Aggregator(VARS)
+        agg = Aggregator(VARS, keys=["local_port", "remote_net", "state", "remote_port"],
+                         listening=lambda: {80}, top_k=3,
+                         series_budget=probe.per_group * 4 + 3 * 3,
+                         const_labels={"host": 'we"ird\\host\nname', "zone": "b"})
+        a = _synthetic(agent, [1, 2, 3, 4], [100, 200, 300, 400])
+        a["local_port"][1] = 41000                     # a client-side flow: "ephemeral"
+        a["family"][2] = socket.AF_INET6
+        a["rem_addr"][2] = np.frombuffer(socket.inet_pton(socket.AF_INET6, "2001:db8::7"),
+                                         np.uint8)
+        a["rem_port"][3] = 40001
+        agg.update(a)
+        b = a.copy()
+        b["HCThruOctetsAcked"] += np.array([1000, 3_000_000, 50, 0], np.uint64)
+        b["rtt_us"] = [100, 2_000_000, 75_000, 1]
+        more = _synthetic(agent, [10, 11, 12], [5, 6, 7])
+        more["rem_port"] = [50000, 50001, 50002]       # past the budget: "other"
+        agg.update(np.concatenate([b, more]), _synthetic(agent, [4], [900], state=1))
+        assert ("other",) * 4 in agg.group_labels and agg.series_dropped
+        assert agg.top
+        ours = agg.render(openmetrics)
+        theirs = (om_latest if openmetrics else generate_latest)(_Registry([agg.families]))
+        theirs = theirs.decode()
+        if openmetrics:
+            assert theirs.endswith("# EOF\n")
+            ours += "# EOF\n"
+        assert _parsed(ours, openmetrics) == _parsed(theirs, openmetrics)
+        assert len(ours.splitlines()) == len(theirs.splitlines())
+        assert '\\"' in ours and "\\n" in ours           # the host label, escaped
+
+
 def test_toml_config_and_flags(tmp_path):
     from web10g.cli.serve import config_from_args, parser
 

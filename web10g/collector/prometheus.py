@@ -289,6 +289,7 @@ class Aggregator:
         self._gcache: tuple[Any, ...] | None = None
         self._ocache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._hcache: list[tuple[Any, ...] | None] = [None] * len(self.hists)
+        self._ltext: list[tuple[str, str, str]] = []      # see _label_texts
 
     # -- groups ----------------------------------------------------------------------
     @property
@@ -661,6 +662,98 @@ class Aggregator:
                              float(rtt[j]) if rtt is not None else float("nan")))
 
     # -- rendering ---------------------------------------------------------------------
+    def _label_texts(self) -> list[tuple[str, str, str]]:
+        """Per group, its labels as exposition text, in the order prometheus_client
+        writes them (sorted by name): the whole ``{...}`` part, and the pairs before and
+        after where a bucket's ``le`` goes. Made once per group (labels never change)."""
+        names = list(self.const_labels) + list(self.keys)
+        order = sorted(range(len(names)), key=lambda i: names[i])
+        at = sum(1 for i in order if names[i] < "le")
+        cv = list(self.const_labels.values())
+        cache = self._ltext
+        for g in range(len(cache), len(self.group_labels)):
+            vals = cv + list(self.group_labels[g])
+            pairs = [f'{names[i]}="{_escape_value(vals[i])}"' for i in order]
+            whole = "{" + ",".join(pairs) + "}" if pairs else ""
+            cache.append((whole, "".join(p + "," for p in pairs[:at]),
+                          "".join("," + p for p in pairs[at:])))
+        return cache
+
+    def render(self, openmetrics: bool = False) -> str:
+        """The families of :meth:`families` in the text exposition format (0.0.4, or
+        OpenMetrics without its ``# EOF``), written straight from the arrays.
+
+        prometheus_client renders the same families in about eight times the time
+        (1.1 against 0.15 ms for 132 series here): it validates and escapes every label
+        of every sample, and the exporter renders on every scrape of a new sample.
+        tests/test_collector.py parses both renderings and compares them."""
+        from prometheus_client.utils import floatToGoString as fmt
+
+        help_ = _escape_help_om if openmetrics else _escape_help_text
+        out: list[str] = []
+        with self.lock:
+            lt = self._label_texts()
+            G = len(self.group_labels)
+
+            def head(name: str, kind: str, doc: str) -> None:
+                shown = name + "_total" if kind == "counter" and not openmetrics else name
+                out.append(f"# HELP {shown} {help_(doc)}\n# TYPE {shown} {kind}\n")
+
+            for j, (metric, var, lead) in enumerate(self.counters):
+                head(metric, "counter", _help(metric, var, lead))
+                col = self.totals[:, j].tolist()
+                out += [f"{metric}_total{lt[g][0]} {fmt(col[g])}\n" for g in range(G)]
+            head("web10g_flows", "gauge", "Flows in the latest sample, by group (state is "
+                 "one of the keys)")
+            flows = self.flows.tolist()
+            out += [f"web10g_flows{lt[g][0]} {fmt(flows[g])}\n" for g in range(G)]
+            for h, (metric, var, _, bounds) in enumerate(self.hists):
+                head(metric, "histogram", _help(metric, var, "Per-flow values, one "
+                                                "observation per flow per sample"))
+                les = [_le(b) for b in bounds] + ["+Inf"]
+                cums = np.cumsum(self.hcounts[h][:G], axis=1).tolist()
+                sums = self.hsums[h].tolist()
+                for g in range(G):
+                    _, pre, post = lt[g]
+                    cum = cums[g]
+                    out += [f'{metric}_bucket{{{pre}le="{le}"{post}}} {fmt(c)}\n'
+                            for le, c in zip(les, cum)]
+                    out.append(f"{metric}_count{lt[g][0]} {fmt(cum[-1])}\n"
+                               f"{metric}_sum{lt[g][0]} {fmt(sums[g])}\n")
+            const = self._const_text()
+            if self.top_k > 0 and self.counters:
+                tops = [(self._top_labels(lab), acked, thr, rtt)
+                        for lab, acked, thr, rtt in self.top]
+                head("web10g_top_flow_bytes_acked", "counter", _help(
+                    "", self.counters[0][1], "Bytes acknowledged, per flow, top-K flows by "
+                    "throughput"))
+                out += [f"web10g_top_flow_bytes_acked_total{t[0]} {fmt(t[1])}\n" for t in tops]
+                head("web10g_top_flow_throughput_bytes_per_second", "gauge",
+                     "Acknowledged bytes per second over the last sample interval, top-K "
+                     "flows")
+                out += [f"web10g_top_flow_throughput_bytes_per_second{t[0]} {fmt(t[2])}\n"
+                        for t in tops]
+                head("web10g_top_flow_rtt_seconds", "gauge", "Smoothed RTT, top-K flows")
+                out += [f"web10g_top_flow_rtt_seconds{t[0]} {fmt(t[3])}\n" for t in tops]
+            head("web10g_exporter_series_dropped", "counter",
+                 "Series not exported because of the series budget")
+            out.append(f"web10g_exporter_series_dropped_total{const} "
+                       f"{fmt(self.series_dropped)}\n")
+            head("web10g_exporter_series", "gauge", "Series the exporter exports (flow "
+                 "groups and top-K flows)")
+            out.append(f"web10g_exporter_series{const} {fmt(self.series)}\n")
+            head("web10g_exporter_series_budget", "gauge", "The series budget")
+            out.append(f"web10g_exporter_series_budget{const} {fmt(self.budget)}\n")
+        return "".join(out)
+
+    def _const_text(self) -> str:
+        pairs = [f'{k}="{_escape_value(v)}"' for k, v in sorted(self.const_labels.items())]
+        return "{" + ",".join(pairs) + "}" if pairs else ""
+
+    def _top_labels(self, lab: dict[str, str]) -> str:
+        items = sorted(list(self.const_labels.items()) + list(lab.items()))
+        return "{" + ",".join(f'{k}="{_escape_value(v)}"' for k, v in items) + "}"
+
     def families(self) -> list[Any]:
         from prometheus_client.core import (
             CounterMetricFamily,
@@ -731,6 +824,20 @@ def _le(b: float) -> str:
     return repr(float(b)) if float(b) != int(b) else f"{float(b):.1f}"
 
 
+# The escaping prometheus_client applies (its exposition modules): label values in both
+# formats and HELP in OpenMetrics escape backslash, newline and double quote; HELP in the
+# 0.0.4 text format escapes backslash and newline only.
+def _escape_value(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
+_escape_help_om = _escape_value
+
+
+def _escape_help_text(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n")
+
+
 class _Registry:
     """What prometheus_client's encoders need: ``collect()``."""
 
@@ -743,12 +850,17 @@ class _Registry:
 
 
 class Exporter:
-    """An HTTP endpoint serving /metrics from cached renderings of the latest state."""
+    """An HTTP endpoint serving /metrics from cached renderings of the latest state
+    (one per format, made by the first scrape after a sample)."""
 
     def __init__(self, address: str, sources: list[Callable[[], list[Any]]],
-                 generation: Callable[[], int], log: Any = None) -> None:
+                 generation: Callable[[], int], log: Any = None,
+                 texts: list[Callable[[bool], str]] | None = None) -> None:
         host, port = parse_address(address)
         self.registry = _Registry(sources)
+        # sources that render themselves (Aggregator.render: most of the series), put
+        # before what prometheus_client renders of ``sources``
+        self.texts = list(texts or [])
         self.generation = generation
         self.scrapes = 0
         self._cache: dict[str, tuple[int, bytes]] = {}
@@ -790,6 +902,7 @@ class Exporter:
         self._thread.start()
 
     def render(self, accept: str) -> tuple[bytes, str]:
+        """The body and content type for a scrape's Accept header (cached per sample)."""
         from prometheus_client.exposition import choose_encoder
 
         encoder, ctype = choose_encoder(accept)
@@ -799,9 +912,18 @@ class Exporter:
             hit = self._cache.get(ctype)
             if hit is not None and hit[0] == gen:
                 return hit[1], ctype
-            body = encoder(self.registry)
+            body = self._body(encoder, ctype)
             self._cache[ctype] = (gen, body)
         return body, ctype
+
+    def render_uncached(self, accept: str = "") -> bytes:
+        from prometheus_client.exposition import choose_encoder
+
+        return self._body(*choose_encoder(accept))
+
+    def _body(self, encoder: Callable[[Any], bytes], ctype: str) -> bytes:
+        om = ctype.startswith("application/openmetrics-text")
+        return "".join(t(om) for t in self.texts).encode() + encoder(self.registry)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -158,9 +158,9 @@ class Collector:
                 from web10g.collector.prometheus import Exporter
 
                 sources = [self.families] + [s.families for s in sinks]
-                if self.aggregator is not None:
-                    sources.insert(0, self.aggregator.families)
-                self.exporter = Exporter(c.prometheus, sources, self._generation, self.log)
+                texts = [self.aggregator.render] if self.aggregator is not None else []
+                self.exporter = Exporter(c.prometheus, sources, self._generation, self.log,
+                                         texts=texts)
         except BaseException:
             self.sampler.stop()
             raise
