@@ -91,6 +91,7 @@ extensions = [
     Extension("web10g._format", ["web10g/_format.pyx"], **common),
     Extension("web10g._ebpf", ["web10g/_ebpf.pyx", "csrc/w10g_ebpf.c"], **common),
     Extension("web10g._collect", ["web10g/_collect.pyx"], **common),
+    Extension("web10g._aggregate", ["web10g/_aggregate.pyx"], **common),
     Extension("web10g._delta", ["web10g/_delta.pyx", "csrc/w10g_delta.c"], **common),
 ]
 

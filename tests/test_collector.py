@@ -79,12 +79,13 @@ def test_dataset_file_layout_types_nulls_and_metadata(tmp_path):
     assert schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")
     assert pa.types.is_string(schema.field("local_addr").type.value_type)
     assert f.metadata.row_group(0).column(0).compression == "ZSTD"
-    # statistics where readers filter (time, identity), none on the counters
+    # statistics where readers filter (time, numeric identity), none on the counters
+    # nor on the text columns (every row group spans them)
     rg = f.metadata.row_group(0)
     stats = {rg.column(i).path_in_schema: rg.column(i).is_stats_set
              for i in range(rg.num_columns)}
-    assert stats["timestamp"] and stats["local_port"] and stats["rem_port"]
-    assert not stats["HCThruOctetsAcked"]
+    assert stats["timestamp"] and stats["local_port"] and stats["rem_port"] and stats["cid"]
+    assert not stats["HCThruOctetsAcked"] and not stats["rem_addr"]
     meta = json.loads(schema.metadata[b"web10g"])
     assert meta["web10g_version"] == web10g.__version__
     assert meta["units"]["rtt_us"] == "microseconds"
@@ -258,6 +259,145 @@ def test_series_budget_folds_groups_and_counts_drops():
         fams = {f.name: f for f in agg.families()}
         dropped = fams["web10g_exporter_series_dropped"].samples[0].value
         assert dropped == agg.series_dropped
+
+
+@pytest.mark.parametrize("keys,top_k,groups", [
+    (("local_port", "remote_net", "state"), 0, 6),
+    (("remote_port", "local_addr"), 4, 6),
+    (("state",), 2, 2),
+], ids=["default-keys", "port-addr-top4", "state-top2"])
+def test_fast_fold_equals_reference_fold(keys, top_k, groups):
+    """The aggregator's fold in C (the default) against its numpy formulation (the
+    reference), over 60 random samples: flows come and go (with an end-of-flow record
+    at once, later, twice, or never), counters grow and wrap, some rows report nothing
+    or lack a variable, groups appear past the series budget, the listening ports
+    change, and time passes beyond the tombstones' life. Every state the exporter
+    shows must be equal after every sample."""
+    from web10g.collector.prometheus import TOMBSTONE_SECONDS, Aggregator
+
+    rng = np.random.default_rng(11)
+    listening = {80}
+    with web10g.open("sock_diag") as agent:
+        probe = Aggregator(VARS)
+        kw = dict(keys=keys, top_k=top_k, series_budget=probe.per_group * groups + 3 * top_k,
+                  listening=lambda: listening)
+        fast, ref = Aggregator(VARS, **kw), Aggregator(VARS, fast=False, **kw)
+        assert fast.fast and not ref.fast
+        live = {int(c): int(rng.integers(0, 1 << 20)) for c in range(1, 41)}
+        pending: list[tuple[int, int, int]] = []     # (due step, cid, final acked)
+        next_cid, now = 100, 1000.0
+        for step in range(60):
+            now += 130.0 if step % 20 == 19 else 0.1
+            if step == 30:
+                listening = {80, 8080}
+            for c in list(live):
+                if rng.random() < 0.1:           # this flow ends
+                    final = live.pop(c) + int(rng.integers(0, 500))
+                    if rng.random() < 0.8:       # its record comes now, or much later
+                        due = step + (int(rng.integers(15, 30)) if rng.random() < 0.2 else 0)
+                        pending.append((due, c, final))
+            for _ in range(int(rng.integers(0, 6))):
+                live[next_cid] = int(rng.integers(0, 1000))
+                next_cid += 1
+            for c in live:
+                live[c] += int(rng.integers(0, 3)) * int(rng.integers(0, 4000))
+            # the kernel's order, not the cids'; a flow may miss a sample and come back
+            cids = np.array(sorted((c for c in live if rng.random() > 0.05),
+                                   key=lambda c: (c * 7919) % 101), np.uint64)
+            if step == 45 and pending:           # a late sample still lists a closed flow
+                cids = np.append(cids, np.uint64(pending[0][1]))
+            rows = _synthetic(agent, cids, [live.get(int(c), 0) for c in cids])
+            n = len(rows)
+            rows["local_port"] = rng.choice([80, 8080, 40000, 40001], n)
+            rows["rem_port"] = 50000 + (cids % 9).astype(np.uint16)
+            rows["state"] = rng.choice([1, 1, 1, 4, 8], n)
+            v6 = cids % 5 == 0
+            rows["family"][v6] = socket.AF_INET6
+            rows["rem_addr"][v6] = np.frombuffer(socket.inet_pton(socket.AF_INET6,
+                                                                  "2001:db8::9"), np.uint8)
+            rows["rem_addr"][:, 2] = (cids % 3).astype(np.uint8)
+            rows["SegsRetrans"] = (cids * np.uint64(step * 977)) % np.uint64(1 << 32)
+            rows["Timeouts"] = step // 7
+            rows["HCThruOctetsReceived"] = cids * np.uint64(step)
+            rows["rtt_us"] = rng.integers(1, 3_000_000, n)
+            rows["CurCwnd"] = rng.integers(0, 1 << 27, n)
+            rows["delivery_rate_bytes_per_s"] = rng.integers(0, 1 << 34, n)
+            rows["present"][rng.random(n) < 0.1] = 0
+            rows["tcp_info_len"][rng.random(n) < 0.1] = 8
+            closed = None
+            due = [p for p in pending if p[0] <= step]
+            if due and rng.random() < 0.7:
+                take = due[:int(rng.integers(1, len(due) + 1))]
+                pending = [p for p in pending if p not in take]
+                if rng.random() < 0.3:
+                    take.append(take[0])         # the same end-of-flow record twice
+                closed = _synthetic(agent, [c for _, c, _ in take], [a for _, _, a in take],
+                                    1)
+                closed["SegsRetrans"] = 3
+            for agg in (fast, ref):
+                agg.update(rows.copy(), None if closed is None else closed.copy(), now=now)
+            assert fast.group_labels == ref.group_labels, step
+            np.testing.assert_array_equal(fast.totals, ref.totals, err_msg=f"step {step}")
+            np.testing.assert_array_equal(fast.flows, ref.flows, err_msg=f"step {step}")
+            for a, b in zip(fast.hcounts, ref.hcounts):
+                np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
+            for a, b in zip(fast.hsums, ref.hsums):
+                np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"step {step}")
+            assert fast.closed_folded == ref.closed_folded, step
+            assert fast.series_dropped == ref.series_dropped, step
+            assert fast.top == ref.top, step
+        # what the test set out to exercise happened
+        assert ref.closed_folded > 5 and ref.series_dropped > 0 and ref.totals.sum() > 0
+        assert len(ref.limbo) + len(fast._ft) > 0
+        assert now - 1000.0 > TOMBSTONE_SECONDS
+
+
+def test_flow_table_grows_expires_and_refuses_bad_arrays():
+    """The C fold's table grows past its first size and forgets what expired; arrays of
+    the wrong shape, type or group range are refused with an error, never read."""
+    from web10g import _aggregate as ag
+
+    ft = ag.FlowTable([64, 32], ag.K_STATE, 24, 64, socket.AF_INET6)
+    n = 50_000
+    cid = np.arange(1, n + 1, dtype=np.uint64)
+    state = np.ones(n, np.uint8)
+    gids = np.empty(n, np.int64)
+    new = ft.groups(cid, None, None, state, None, None, None, gids)
+    assert list(new) == [0] and gids[0] == -1 and (gids[1:] == -1).all()
+    ft.add_key(0, 0, None, None, state, None, None, None)
+    ft.groups(cid, None, None, state, None, None, None, gids)
+    assert (gids == 0).all() and ft.keys == 1
+    vals = np.stack([cid * 10, cid % 7], axis=1).astype(np.uint64)
+    totals, flows = np.zeros((1, 2)), np.zeros(1, np.int64)
+    ft.fold(cid, gids, vals, False, 1.0, totals, flows)
+    assert len(ft) == n and ft.open_flows == n and flows[0] == n
+    assert totals[0, 0] == float((cid * 10).sum())
+    # half the flows vanish: limbo; they close later: tombstones; then they expire
+    ft.fold(cid[::2].copy(), gids[::2].copy(), vals[::2].copy(), False, 2.0, totals, flows)
+    assert ft.limbo == n // 2 and ft.open_flows == n // 2
+    assert ft.state(2) == ("limbo", [20, 2], 0)
+    folded = ft.fold_closed(cid[1::2].copy(), gids[1::2].copy(), vals[1::2] + 5, False, 3.0,
+                            totals)
+    assert folded == n // 2 and ft.tombs == n // 2 and ft.limbo == 0
+    ft.expire(2.5)
+    assert ft.tombs == n // 2
+    ft.expire(3.5)
+    assert ft.tombs == 0 and len(ft) == n // 2 and ft.state(2) == (None, None, None)
+    # refused
+    bad = np.full(n // 2, 7, np.int64)
+    with pytest.raises(ValueError, match="out of range"):
+        ft.fold(cid[::2].copy(), bad, vals[::2].copy(), False, 4.0, totals, flows)
+    with pytest.raises(ValueError, match="disagree"):
+        ft.fold(cid, gids[:10].copy(), vals, False, 4.0, totals, flows)
+    with pytest.raises(ValueError, match="key column"):
+        ft.groups(cid, None, None, None, None, None, None, gids)
+    with pytest.raises(ValueError, match="contiguous bytes"):
+        ft.groups(cid, None, None, state[:10].copy(), None, None, None, gids)
+    with pytest.raises(ValueError, match="histogram 0"):
+        ft.fold(cid, gids, vals, False, 4.0, totals, flows, [np.zeros(n)],
+                [np.array([1.0])], [np.zeros((1, 5), np.int64)], [np.zeros(1)])
+    with pytest.raises(ValueError, match="at most 4"):
+        ag.FlowTable([64] * 5, 0, 24, 64, socket.AF_INET6)
 
 
 def _parsed(text: str, openmetrics: bool):

@@ -326,12 +326,16 @@ def sort_order(rows: np.ndarray) -> np.ndarray:
 # -- the writer -------------------------------------------------------------------------
 
 
-# Column statistics are kept where readers filter: the time, the flow's identity and
-# the partition-like columns (web10g.dataset pushes host/date/port filters down). On
-# the counters, whose min/max over a million-row group almost never excludes a group,
-# they cost about a fifth of the encoding time (measured: 3.3 against 4.1 ms per
-# 20,000-row sample, zstd level 1 against 3 included, for the same size).
-STATS_COLUMNS = ("timestamp", "final") + tuple(ID_COLUMNS)
+# Column statistics are kept where readers filter and a row group's min/max can exclude
+# it: the time, and the flow's numeric identity (cookies grow, so old row groups end
+# below a new flow's cid; web10g.dataset pushes port filters down). On the counters,
+# whose min/max over a million-row group almost never excludes a group, they cost about
+# a fifth of the encoding time (measured: 3.3 against 4.1 ms per 20,000-row sample, zstd
+# level 1 against 3 included, for the same size). The text columns (addresses, state,
+# family) are left out too: every row group holds every flow, so their min/max span
+# everything, and computing them on strings cost another quarter of the encoding
+# (2.5 against 1.9 ms per sample, benchmarks/bench_collector.py's 27 variables).
+STATS_COLUMNS = ("timestamp", "final", "cid", "local_port", "rem_port", "uid", "inode")
 
 
 def writer_options(schema: Any, compression_level: int) -> dict[str, Any]:

@@ -232,7 +232,7 @@ class Aggregator:
     def __init__(self, variables: Iterable[str], *, keys: Iterable[str] = DEFAULT_KEYS,
                  ipv4_prefix: int = 24, ipv6_prefix: int = 64, top_k: int = 0,
                  series_budget: int = 2000, const_labels: dict[str, str] | None = None,
-                 listening: Callable[[], set[int]] | None = None) -> None:
+                 listening: Callable[[], set[int]] | None = None, fast: bool = True) -> None:
         self.keys = tuple(keys)
         for k in self.keys:
             if k not in KEYS:
@@ -290,6 +290,12 @@ class Aggregator:
         self._ocache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._hcache: list[tuple[Any, ...] | None] = [None] * len(self.hists)
         self._ltext: list[tuple[str, str, str]] = []      # see _label_texts
+        # fast=True: the fold in C (web10g._aggregate.FlowTable, made at the first
+        # sample, when the counters' widths are known); fast=False: the numpy
+        # formulation below, the reference the tests hold the C fold against
+        self.fast = fast
+        self._ft: Any = None
+        self._ft_listening: frozenset[int] | None = None
 
     # -- groups ----------------------------------------------------------------------
     @property
@@ -482,7 +488,88 @@ class Aggregator:
         self._ocache = (cids, order, scid)
         return order, scid
 
+    # -- the fold in C -----------------------------------------------------------------
+    def _flow_table(self, rows: _Frame) -> Any:
+        if self._ft is None:
+            from web10g import _aggregate as ag
+
+            parts = {"local_port": ag.K_LPORT, "remote_port": ag.K_RPORT,
+                     "state": ag.K_STATE, "remote_net": ag.K_RNET, "local_addr": ag.K_LADDR}
+            self._ft = ag.FlowTable(self._widths(rows) if self.counters else [],
+                                    sum(parts[k] for k in set(self.keys)), self.v4, self.v6,
+                                    socket.AF_INET6)
+        if "local_port" in self.keys:
+            listening = frozenset(self.listening())
+            if listening != self._ft_listening:
+                self._ft.set_listening(listening)
+                self._ft_listening = listening
+        return self._ft
+
+    def _fast_groups(self, ft: Any, rows: _Frame, tombs: bool,
+                     slots: np.ndarray | None = None) -> np.ndarray:
+        """Each row's group (-2: a flow with a tombstone, when ``tombs``). Keys seen for
+        the first time get their groups from _groups() -- in the order, and with the
+        budget, a pass of the reference over these rows gives them."""
+        n = len(rows)
+        cols = [rows[c] if c in rows.cols else None
+                for c in ("local_port", "rem_port", "state", "family", "rem_addr",
+                          "local_addr")]
+        cid = np.ascontiguousarray(rows["cid"], np.uint64)
+        out = np.empty(n, np.int64)
+        new = ft.groups(cid, *cols, out, tombs, slots)
+        if len(new):
+            try:
+                made = self._groups(rows.take(new))
+                for i, g in zip(new.tolist(), made.tolist()):
+                    ft.add_key(i, g, *cols)
+            except BaseException:
+                ft.drop_new_keys()
+                raise
+            ft.groups(cid, *cols, out, tombs, slots)
+        return out
+
+    def _hist_values(self, rows: _Frame) -> list[np.ndarray]:
+        out = []
+        for _, var, scale, _ in self.hists:
+            x = rows[var].astype(np.float64) * scale
+            x[~rows.available(var)] = np.nan
+            out.append(x)
+        return out
+
+    def _update_fast(self, rows: _Frame, closed: _Frame | None, now: float) -> None:
+        ft = self._flow_table(rows)
+        slots = np.empty(len(rows), np.int32)
+        gids = self._fast_groups(ft, rows, True, slots)
+        keep = gids != -2
+        if not keep.all():                  # flows already closed: never counted again
+            rows, gids, slots = rows.take(keep), gids[keep], slots[keep]
+        G = len(self.group_labels)
+        self._grow(G)
+        nc = len(self.counters)
+        n = len(rows)
+        vals = self._values(rows) if nc else np.zeros((n, 0), np.uint64)
+        flows = np.zeros(G, np.int64)
+        delta0 = np.zeros(n) if self.top_k > 0 and nc else None
+        ft.fold(np.ascontiguousarray(rows["cid"], np.uint64), gids, vals, self.first, now,
+                self.totals, flows, self._hist_values(rows),
+                [b for _, _, _, b in self.hists], self.hcounts, self.hsums, delta0, slots)
+        self.flows = flows
+        if closed is not None and len(closed) and nc:
+            closed = closed.take(closed.reported())
+            cg = self._fast_groups(ft, closed, False)
+            self._grow(len(self.group_labels))
+            self.closed_folded += ft.fold_closed(
+                np.ascontiguousarray(closed["cid"], np.uint64), cg, self._values(closed),
+                self.first, now, self.totals)
+        self.first = False
+        ft.expire(now - TOMBSTONE_SECONDS)
+        if self.top_k > 0:
+            order, scid = self._sorted_cids(rows)
+            self._top(rows, scid, None if delta0 is None else delta0[order][:, None], order)
+
     def _update(self, rows: _Frame, closed: _Frame | None, now: float) -> None:
+        if self.fast:
+            return self._update_fast(rows, closed, now)
         tomb = self.tombstones
         if len(tomb) and len(rows):
             keep = tomb.find(rows["cid"]) < 0
