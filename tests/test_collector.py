@@ -346,6 +346,25 @@ def test_fast_fold_equals_reference_fold(keys, top_k, groups):
             assert fast.closed_folded == ref.closed_folded, step
             assert fast.series_dropped == ref.series_dropped, step
             assert fast.top == ref.top, step
+        # idle flows: the same sample again and again (the fast fold's caches), then an
+        # end-of-flow record for a flow the samples still list (the caches must see it)
+        idle = rows.copy()
+        idle["present"][0], idle["tcp_info_len"][0] = 0xFFFF, 1000     # a reported flow
+        listed = _synthetic(agent, idle["cid"][:1], idle["HCThruOctetsAcked"][:1] + 9, 1)
+        counted = []
+        for step, closed in enumerate([None, None, None, listed, None, None]):
+            now += 0.1
+            for agg in (fast, ref):
+                agg.update(idle.copy(), None if closed is None else closed.copy(), now=now)
+            np.testing.assert_array_equal(fast.totals, ref.totals, err_msg=f"idle {step}")
+            np.testing.assert_array_equal(fast.flows, ref.flows, err_msg=f"idle {step}")
+            for a, b in zip(fast.hcounts, ref.hcounts):
+                np.testing.assert_array_equal(a, b, err_msg=f"idle {step}")
+            for a, b in zip(fast.hsums, ref.hsums):
+                np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"idle {step}")
+            assert fast.top == ref.top, step
+            counted.append(int(fast.flows.sum()))
+        assert counted == [counted[0]] * 4 + [counted[0] - 1] * 2   # the closed one is out
         # what the test set out to exercise happened
         assert ref.closed_folded > 5 and ref.series_dropped > 0 and ref.totals.sum() > 0
         assert len(ref.limbo) + len(fast._ft) > 0

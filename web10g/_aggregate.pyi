@@ -13,6 +13,7 @@ class FlowTable:
     open_flows: int
     limbo: int
     tombs: int
+    tombs_made: int
     keys: int
     def __init__(self, widths: Sequence[int], keyparts: int, v4: int, v6: int,
                  af_inet6: int) -> None: ...

@@ -296,6 +296,7 @@ class Aggregator:
         self.fast = fast
         self._ft: Any = None
         self._ft_listening: frozenset[int] | None = None
+        self._fcache: tuple[Any, ...] | None = None        # see _update_fast
 
     # -- groups ----------------------------------------------------------------------
     @property
@@ -528,21 +529,28 @@ class Aggregator:
             ft.groups(cid, *cols, out, tombs, slots)
         return out
 
-    def _hist_values(self, rows: _Frame) -> list[np.ndarray]:
-        out = []
-        for _, var, scale, _ in self.hists:
-            x = rows[var].astype(np.float64) * scale
-            x[~rows.available(var)] = np.nan
-            out.append(x)
-        return out
-
     def _update_fast(self, rows: _Frame, closed: _Frame | None, now: float) -> None:
         ft = self._flow_table(rows)
-        slots = np.empty(len(rows), np.int32)
-        gids = self._fast_groups(ft, rows, True, slots)
-        keep = gids != -2
-        if not keep.all():                  # flows already closed: never counted again
-            rows, gids, slots = rows.take(keep), gids[keep], slots[keep]
+        cid = np.ascontiguousarray(rows["cid"], np.uint64)
+        keycols = [rows[c] for c in self._key_cols if c in rows.cols]
+        c = self._fcache
+        if (c is not None and c[0] == self._ft_listening and c[1] == ft.tombs_made
+                and len(c[2]) == len(cid) and np.array_equal(c[2], cid)
+                and all(np.array_equal(a, b) for a, b in zip(c[3], keycols))):
+            # the same flows with the same keys as the previous sample, and no tombstone
+            # made since: the same groups (and the same slots, which fold() checks)
+            gids, slots = c[4], c[5]
+        else:
+            slots = np.empty(len(rows), np.int32)
+            tombs_made = ft.tombs_made
+            gids = self._fast_groups(ft, rows, True, slots)
+            keep = gids != -2
+            if keep.all():
+                self._fcache = (self._ft_listening, tombs_made, cid, keycols, gids, slots)
+            else:                           # flows already closed: never counted again
+                rows, gids, slots = rows.take(keep), gids[keep], slots[keep]
+                cid = cid[keep]
+                self._fcache = None
         G = len(self.group_labels)
         self._grow(G)
         nc = len(self.counters)
@@ -550,10 +558,30 @@ class Aggregator:
         vals = self._values(rows) if nc else np.zeros((n, 0), np.uint64)
         flows = np.zeros(G, np.int64)
         delta0 = np.zeros(n) if self.top_k > 0 and nc else None
-        ft.fold(np.ascontiguousarray(rows["cid"], np.uint64), gids, vals, self.first, now,
-                self.totals, flows, self._hist_values(rows),
-                [b for _, _, _, b in self.hists], self.hcounts, self.hsums, delta0, slots)
+        # histograms: this sample's counts, made by fold() -- or the previous sample's,
+        # when the same values fall in the same groups (idle flows)
+        per: list[tuple[np.ndarray, np.ndarray]] = []
+        todo: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        for h, (_, var, scale, bounds) in enumerate(self.hists):
+            col, ok = rows[var], rows.available(var)
+            hc = self._hcache[h]
+            if (hc is not None and hc[0] is gids and hc[1] == G
+                    and np.array_equal(hc[2], col) and np.array_equal(hc[3], ok)):
+                counts, sums = hc[4], hc[5]
+            else:
+                x = col.astype(np.float64) * scale
+                x[~ok] = np.nan
+                counts, sums = np.zeros((G, len(bounds) + 1), np.int64), np.zeros(G)
+                todo.append((x, bounds, counts, sums))
+                self._hcache[h] = (gids, G, col, ok, counts, sums)
+            per.append((counts, sums))
+        ft.fold(cid, gids, vals, self.first, now, self.totals, flows,
+                [t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo],
+                [t[3] for t in todo], delta0, slots)
         self.flows = flows
+        for h, (counts, sums) in enumerate(per):
+            self.hcounts[h] += counts
+            self.hsums[h] += sums
         if closed is not None and len(closed) and nc:
             closed = closed.take(closed.reported())
             cg = self._fast_groups(ft, closed, False)
