@@ -8,8 +8,8 @@ bytes per flow per sample for idle flows.
 CPU is the process's user + system time (every thread, the kernel's dump work included)
 per sample, so a loaded machine that delays samples does not change it much. Runs are
 interleaved (bare, parquet, prometheus, bare, ...; five rounds of 8 s by default) and each
-ratio is the median of the per-round ratios. The flows are loopback connections held by benchmarks/_pairs.py (each
-carried 1 KB each way, then idles).
+ratio is the median of the per-round ratios. The flows are loopback connections held by
+benchmarks/_pairs.py (each carried 1 KB each way, then idles).
 The Prometheus run is scraped four times a second (far more often than a Prometheus
 server would) by a separate process, as Prometheus would scrape it: the collector's side
 of every scrape (rendering, HTTP) is in its CPU, the HTTP client's is not.
