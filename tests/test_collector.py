@@ -97,9 +97,67 @@ def test_dataset_file_layout_types_nulls_and_metadata(tmp_path):
     est = t[t["state"] == "established"]
     assert len(est) == 12 * 40 and est["HCThruOctetsAcked"].notna().all()
     assert set(est["local_addr"]) == {"127.0.0.1"}
-    # rows sorted by (local_port, cid, timestamp)
-    key = list(zip(t["local_port"], t["cid"], t["timestamp"]))
-    assert key == sorted(key)
+    # flow-major: each flow's rows together, in time order
+    cids = t["cid"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, cids[1:] != cids[:-1]])
+    assert len(starts) == len(set(cids))
+    for c, g in t.groupby("cid", sort=False):
+        assert g["timestamp"].is_monotonic_increasing
+
+
+def test_row_group_order_kernel_order_or_merged(tmp_path):
+    """A row group is flow-major. Samples holding the first one's flows in its order are
+    kept as read (the row group is their transpose, in the kernel's order); a sample that
+    breaks that order -- a flow gone, one new, the order changed, end-of-flow records --
+    switches the row group to (local_port, cid, time) order. Either way every row is
+    written once, with its values."""
+    with web10g.open("sock_diag") as agent:
+        dtype = agent.dtype(VARS)
+
+    def sample(cids, t, ports=None):
+        rows = np.zeros(len(cids), dtype)
+        rows["cid"] = cids
+        rows["family"] = socket.AF_INET
+        rows["state"] = 1
+        rows["local_port"] = ports if ports is not None else 80 + (np.asarray(cids) % 3)
+        rows["timestamp"] = t
+        rows["present"] = 0xFFFF
+        rows["tcp_info_len"] = 1000
+        rows["HCThruOctetsAcked"] = np.asarray(cids, np.uint64) * 1000 + t
+        return rows
+
+    kernel = [17, 3, 42, 8, 25, 11]                 # not sorted: the kernel's order
+    cases = {
+        "same flows": [sample(kernel, t) for t in range(1, 6)],
+        "flows change": ([sample(kernel, t) for t in range(1, 4)]
+                         + [sample([17, 3, 8, 25, 11, 99], 4),
+                            sample([99, 11, 25, 8, 3, 17], 5)]),
+        "end records": ([sample(kernel, t) for t in range(1, 3)]
+                        + [(sample([42], 3), True), sample(kernel[:2] + kernel[3:], 4)]),
+    }
+    for name, samples in cases.items():
+        root = tmp_path / name.replace(" ", "_")
+        w = pqw.DatasetWriter(root, host="o", dtype=dtype)
+        want = []
+        for s in samples:
+            rows, final = s if isinstance(s, tuple) else (s, False)
+            w.add(rows, final=final, t_ns=1_700_000_000_000_000_000)
+            want += [(int(r["cid"]), int(r["timestamp"]), int(r["HCThruOctetsAcked"]), final)
+                     for r in rows]
+        t = pq.ParquetFile(w.close().path).read().to_pandas()
+        got = list(zip(t["cid"], t["timestamp"].astype("int64"), t["HCThruOctetsAcked"],
+                       t["final"]))
+        assert sorted(got) == sorted(want), name            # every row once, its values
+        cids = t["cid"].tolist()
+        runs = [c for i, c in enumerate(cids) if i == 0 or cids[i - 1] != c]
+        assert len(runs) == len(set(cids)), name             # flow-major
+        for _, g in t.groupby("cid", sort=False):
+            assert g["timestamp"].is_monotonic_increasing, name
+        if name == "same flows":
+            assert runs == kernel                            # the kernel's order, kept
+        else:
+            key = list(zip(t["local_port"], t["cid"]))
+            assert key == sorted(key), name                  # merged (local_port, cid)
 
 
 def test_congestion_control_names_are_stored_as_dictionary_text(tmp_path):
