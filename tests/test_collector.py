@@ -101,7 +101,7 @@ def test_dataset_file_layout_types_nulls_and_metadata(tmp_path):
     cids = t["cid"].to_numpy()
     starts = np.flatnonzero(np.r_[True, cids[1:] != cids[:-1]])
     assert len(starts) == len(set(cids))
-    for c, g in t.groupby("cid", sort=False):
+    for _, g in t.groupby("cid", sort=False):
         assert g["timestamp"].is_monotonic_increasing
 
 
