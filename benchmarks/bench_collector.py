@@ -52,6 +52,19 @@ def _cpu() -> float:
     return t.user + t.system
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu(thread: threading.Thread | None) -> float:
+    """A thread's user + system time (/proc/self/task/TID/stat), 0 if it is gone."""
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/stat") as fh:  # type: ignore[union-attr]
+            f = fh.read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / _TICK
+    except (OSError, AttributeError, IndexError, ValueError):
+        return 0.0
+
+
 def bare(agent, vars_, hz: float, seconds: float) -> tuple[float, int]:
     with agent.sampler(vars_, interval=1 / hz, capacity=16, strict=False) as s:
         s.wait(2, timeout=30)
@@ -62,7 +75,12 @@ def bare(agent, vars_, hz: float, seconds: float) -> tuple[float, int]:
 
 
 def collector(agent, cfg: Config, seconds: float, scrapes: list[float] | None = None,
-              render: list[float] | None = None) -> tuple[float, int, Collector]:
+              render: list[float] | None = None,
+              window: list[float] | None = None) -> tuple[float, int, Collector]:
+    """CPU per sample of a collector run; ``window`` gets the ratio of the process's CPU
+    to its own sampler thread's over the same seconds (no final flush): the collector's
+    cost measured in one window, which the machine's drift between runs does not move
+    (but it leaves out what the sinks cost the sampler thread itself)."""
     devnull = open(os.devnull, "w")  # noqa: SIM115
     col = Collector(cfg, agent=agent, log=EventLog(devnull))
     failed: list[BaseException] = []
@@ -82,7 +100,7 @@ def collector(agent, cfg: Config, seconds: float, scrapes: list[float] | None = 
         raise RuntimeError(f"the collector did not start: {failed[0]}") from failed[0]
     col.sampler.wait(2, timeout=30)
     time.sleep(0.3)
-    n0, c0 = col.samples, _cpu()
+    n0, c0, s0 = col.samples, _cpu(), _thread_cpu(col.sampler._thread)
     end = time.monotonic() + seconds
     if scrapes is not None:
         host, port = col.exporter.address
@@ -91,7 +109,9 @@ def collector(agent, cfg: Config, seconds: float, scrapes: list[float] | None = 
                              check=True).stdout
         scrapes += [float(x) for x in out.split()]
     time.sleep(max(0.0, end - time.monotonic()))
-    n1 = col.samples
+    n1, w1, s1 = col.samples, _cpu(), _thread_cpu(col.sampler._thread)
+    if window is not None and s1 > s0:
+        window.append((w1 - c0) / (s1 - s0))
     col.stop()
     th.join()
     c1 = _cpu()                                  # the final flush is included
@@ -123,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     print("web10g collector benchmark")
     print("\n".join(machine_lines()))
     ratios_pq, ratios_pm, rows = [], [], []
+    win_pq: list[float] = []
+    win_pm: list[float] = []
     scrapes: list[float] = []
     render: list[float] = []
     bpr: list[float] = []
@@ -146,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="w10g-bench-") as d:
                 cfg = Config(parquet=d, interval=1 / args.hz, host="bench",
                              rotate_seconds=3600).check()
-                q, nq, col = collector(agent, cfg, seconds)
+                q, nq, col = collector(agent, cfg, seconds, window=win_pq)
                 size = sum(os.path.getsize(os.path.join(dp, f))
                            for dp, _, fs in os.walk(d) for f in fs)
                 written = sum(r.sink.writer.rows_written for r in col.runners)
                 bpr.append(size / max(written, 1))
             cfg = Config(prometheus="127.0.0.1:0", interval=1 / args.hz, host="bench").check()
             counts.append(len(agent.read_all([])))
-            m, nm, colm = collector(agent, cfg, seconds, scrapes, render)
+            m, nm, colm = collector(agent, cfg, seconds, scrapes, render, window=win_pm)
             counts.append(len(agent.read_all([])))
             if max(counts) > 1.1 * min(counts):
                 disturbed.append(r)
@@ -167,20 +189,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1}: samples dropped by a sink that fell behind "
                       f"(parquet {dq}, prometheus {dm}; {over} of them overwritten in the "
                       f"ring)")
+            wq = f"{win_pq[-1]:.2f}x" if len(win_pq) == r + 1 else "-"
+            wm = f"{win_pm[-1]:.2f}x" if len(win_pm) == r + 1 else "-"
             rows.append([f"{r + 1}{'*' if r in disturbed else ''}", nb, f"{b * 1e3:.2f}",
-                         f"{nq} ({dq})", f"{q * 1e3:.2f}", f"{q / b:.2f}x", f"{nm} ({dm})",
-                         f"{m * 1e3:.2f}", f"{m / b:.2f}x"])
+                         f"{nq} ({dq})", f"{q * 1e3:.2f}", f"{q / b:.2f}x", wq,
+                         f"{nm} ({dm})", f"{m * 1e3:.2f}", f"{m / b:.2f}x", wm])
     keep = [i for i in range(len(ratios_pq)) if i not in disturbed] or list(range(len(ratios_pq)))
     notes = ["CPU: the process's user + system time (every thread, the kernel's dump "
-             "included) per sample; rounds interleave bare, Parquet, Prometheus"]
+             "included) per sample; rounds interleave bare, Parquet, Prometheus",
+             "same window: the collector's CPU over its own sampler thread's in the same "
+             "seconds (no drift between runs; leaves out what the sinks cost the sampler "
+             "thread); shown, not the target"]
     if len(keep) < len(ratios_pq):
         notes.append(f"* disturbed: the medians are of round(s) "
                      f"{', '.join(str(i + 1) for i in keep)}")
     res.table("collector_rounds", f"The collector against the bare sampler, {nflows:,} flows "
               f"at {args.hz:g} Hz, {len(vars_)} variables (CPU per sample)",
               ["round", "bare samples", "bare CPU ms/sample", "parquet samples (dropped)",
-               "parquet CPU ms/sample", "ratio", "prom samples (dropped)",
-               "prom CPU ms/sample", "ratio"], rows, notes=notes, what=what, readme=True)
+               "parquet CPU ms/sample", "ratio", "same window", "prom samples (dropped)",
+               "prom CPU ms/sample", "ratio", "same window"], rows, notes=notes, what=what,
+              readme=True)
     rq = median([ratios_pq[i] for i in keep])
     rm = median([ratios_pm[i] for i in keep])
     scrape_ms = median(scrapes) * 1e3 if scrapes else float("nan")
@@ -199,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
                                            f"{render_ms:.1f} ms")
     res.target("collector_bytes", "dataset bytes per flow per sample", b, 20, "<=",
                unit=" B")
+    if win_pq and win_pm:
+        print(f"same window (collector CPU / its own sampler thread's, median of rounds): "
+              f"Parquet {median(win_pq):.2f}x, Prometheus {median(win_pm):.2f}x")
+        res.figure("same_window", {"parquet": median(win_pq), "prometheus": median(win_pm)})
     qs = median([float(rows[i][4]) for i in keep]) / 1e3
-    ms = median([float(rows[i][7]) for i in keep]) / 1e3
+    ms = median([float(rows[i][8]) for i in keep]) / 1e3
     res.figure("scale", {"flows": nflows, "parquet_ms_per_sample": qs * 1e3,
                          "prometheus_ms_per_sample": ms * 1e3})
     print(f"\nscale on paper: {nflows:,} flows per sample; one core handles about "
