@@ -112,6 +112,9 @@ def main(argv=None, prog="web10g-logger") -> int:
 
                     recorder = Recorder(args.record, agent)
                 reported = c.Reported(agent)
+                # idle flows print the same text sample after sample but for the time:
+                # their rows' text is copied from the previous sample's, not formatted
+                text_cache = _format.TextCache()
                 header_done = False
                 columns = None
                 for _ in c.ticks(interval, args.count, agent):
@@ -153,7 +156,8 @@ def main(argv=None, prog="web10g-logger") -> int:
                         ]
                         # unreported values: empty fields; the text goes from the C
                         # formatter's buffer to the file (no bytes object in between)
-                        _format.format_rows(rows, lead + columns, blank=missing, file=out)
+                        _format.format_rows(rows, lead + columns, blank=missing, file=out,
+                                            cache=text_cache)
                     out.flush()
         finally:
             if recorder is not None:
