@@ -6,9 +6,10 @@ scrape of 20,000 flows aggregated answers in under 50 ms; the dataset takes at m
 bytes per flow per sample for idle flows.
 
 CPU is the process's user + system time (every thread, the kernel's dump work included)
-per sample, so a loaded machine that delays samples does not change it much. Runs are
-interleaved (bare, parquet, prometheus, bare, ...; five rounds of 8 s by default) and each
-ratio is the median of the per-round ratios. The flows are loopback connections held by
+per sample, so a loaded machine that delays samples does not change it much. Bare runs
+bracket the collector runs (bare, Parquet, bare, Prometheus, bare, ...; five rounds, runs
+of 6 s by default): each collector run is divided by the mean of the bare runs before and
+after it, and each target is the median of those ratios. The flows are loopback connections held by
 benchmarks/_pairs.py (each carried 1 KB each way, then idles).
 The Prometheus run is scraped four times a second (far more often than a Prometheus
 server would) by a separate process, as Prometheus would scrape it: the collector's side
@@ -133,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int)
     add_results_args(p)
     args = p.parse_args(argv)
-    # five rounds of 8 s rather than three of 10 s: on these VMs one run's CPU per sample
-    # moves by +-10% with the machine (the bare sampler too), and the median of five
-    # paired ratios moves far less than that of three
-    seconds = args.seconds or (4.0 if args.quick else 8.0)
+    # five rounds rather than three: on these VMs one run's CPU per sample moves by
+    # +-10% with the machine (the bare sampler too), and the median of five bracketed
+    # ratios moves far less than that of three
+    seconds = args.seconds or (4.0 if args.quick else 6.0)
     rounds = args.rounds or (1 if args.quick else 5)
     res = Results("bench_collector", args, "the collector (web10g serve) against the bare "
                   "sampler")
@@ -159,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
               f"machine), {args.hz:g} Hz, {len(vars_)} variables, {seconds:g} s per run, "
               f"{rounds} round(s)")
         disturbed: list[int] = []
+        # bare runs bracket every collector run (bare, Parquet, bare, Prometheus, bare,
+        # ...): each collector run is held against the mean of the bare runs just
+        # before and after it, so a machine that drifts during a round (these VMs do,
+        # by +-10% over tens of seconds) does not bias the ratio either way
+        after = bare(agent, vars_, args.hz, seconds)
         for r in range(rounds):
             # the machine's flows, around the round: other work that opens or closes many
             # flows meanwhile changes what each run samples, and its ratios mean nothing
             counts = [len(agent.read_all([]))]
-            b, nb = bare(agent, vars_, args.hz, seconds)
+            b0, nb = after
             counts.append(len(agent.read_all([])))
             with tempfile.TemporaryDirectory(prefix="w10g-bench-") as d:
                 cfg = Config(parquet=d, interval=1 / args.hz, host="bench",
@@ -173,16 +179,21 @@ def main(argv: list[str] | None = None) -> int:
                            for dp, _, fs in os.walk(d) for f in fs)
                 written = sum(r.sink.writer.rows_written for r in col.runners)
                 bpr.append(size / max(written, 1))
+            b1, _ = bare(agent, vars_, args.hz, seconds)
             cfg = Config(prometheus="127.0.0.1:0", interval=1 / args.hz, host="bench").check()
             counts.append(len(agent.read_all([])))
             m, nm, colm = collector(agent, cfg, seconds, scrapes, render, window=win_pm)
             counts.append(len(agent.read_all([])))
+            after = bare(agent, vars_, args.hz, seconds)
+            b2 = after[0]
+            bq, bm = (b0 + b1) / 2, (b1 + b2) / 2
+            b = (bq + bm) / 2
             if max(counts) > 1.1 * min(counts):
                 disturbed.append(r)
                 print(f"round {r + 1}: disturbed (the machine's flows went "
                       f"{' -> '.join(f'{c:,}' for c in counts)}): left out of the medians")
-            ratios_pq.append(q / b)
-            ratios_pm.append(m / b)
+            ratios_pq.append(q / bq)
+            ratios_pm.append(m / bm)
             dq, dm = (sum(r.dropped for r in c.runners) for c in (col, colm))
             over = sum(getattr(r, "overwritten", 0) for c in (col, colm) for r in c.runners)
             if dq or dm:
@@ -191,12 +202,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"ring)")
             wq = f"{win_pq[-1]:.2f}x" if len(win_pq) == r + 1 else "-"
             wm = f"{win_pm[-1]:.2f}x" if len(win_pm) == r + 1 else "-"
-            rows.append([f"{r + 1}{'*' if r in disturbed else ''}", nb, f"{b * 1e3:.2f}",
-                         f"{nq} ({dq})", f"{q * 1e3:.2f}", f"{q / b:.2f}x", wq,
-                         f"{nm} ({dm})", f"{m * 1e3:.2f}", f"{m / b:.2f}x", wm])
+            rows.append([f"{r + 1}{'*' if r in disturbed else ''}", nb,
+                         f"{b0 * 1e3:.2f} / {b1 * 1e3:.2f} / {b2 * 1e3:.2f}",
+                         f"{nq} ({dq})", f"{q * 1e3:.2f}", f"{q / bq:.2f}x", wq,
+                         f"{nm} ({dm})", f"{m * 1e3:.2f}", f"{m / bm:.2f}x", wm])
     keep = [i for i in range(len(ratios_pq)) if i not in disturbed] or list(range(len(ratios_pq)))
     notes = ["CPU: the process's user + system time (every thread, the kernel's dump "
-             "included) per sample; rounds interleave bare, Parquet, Prometheus",
+             "included) per sample; bare runs bracket each collector run (bare, Parquet, "
+             "bare, Prometheus, bare, ...): a ratio is the collector run over the mean of "
+             "the bare runs before and after it",
              "same window: the collector's CPU over its own sampler thread's in the same "
              "seconds (no drift between runs; leaves out what the sinks cost the sampler "
              "thread); shown, not the target"]
@@ -205,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{', '.join(str(i + 1) for i in keep)}")
     res.table("collector_rounds", f"The collector against the bare sampler, {nflows:,} flows "
               f"at {args.hz:g} Hz, {len(vars_)} variables (CPU per sample)",
-              ["round", "bare samples", "bare CPU ms/sample", "parquet samples (dropped)",
+              ["round", "bare samples", "bare CPU ms/sample (before / between / after)",
+               "parquet samples (dropped)",
                "parquet CPU ms/sample", "ratio", "same window", "prom samples (dropped)",
                "prom CPU ms/sample", "ratio", "same window"], rows, notes=notes, what=what,
               readme=True)
