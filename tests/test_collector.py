@@ -319,6 +319,20 @@ def test_series_budget_folds_groups_and_counts_drops():
         assert dropped == agg.series_dropped
 
 
+def _same_state(fast, ref, where: str) -> None:
+    """Everything the exporter shows is equal on both aggregators."""
+    assert fast.group_labels == ref.group_labels, where
+    np.testing.assert_array_equal(fast.totals, ref.totals, err_msg=where)
+    np.testing.assert_array_equal(fast.flows, ref.flows, err_msg=where)
+    for a, b in zip(fast.hcounts, ref.hcounts):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    for a, b in zip(fast.hsums, ref.hsums):
+        np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=where)
+    assert fast.closed_folded == ref.closed_folded, where
+    assert fast.series_dropped == ref.series_dropped, where
+    assert fast.top == ref.top, where
+
+
 @pytest.mark.parametrize("keys,top_k,groups", [
     (("local_port", "remote_net", "state"), 0, 6),
     (("remote_port", "local_addr"), 4, 6),
@@ -394,16 +408,7 @@ def test_fast_fold_equals_reference_fold(keys, top_k, groups):
                 closed["SegsRetrans"] = 3
             for agg in (fast, ref):
                 agg.update(rows.copy(), None if closed is None else closed.copy(), now=now)
-            assert fast.group_labels == ref.group_labels, step
-            np.testing.assert_array_equal(fast.totals, ref.totals, err_msg=f"step {step}")
-            np.testing.assert_array_equal(fast.flows, ref.flows, err_msg=f"step {step}")
-            for a, b in zip(fast.hcounts, ref.hcounts):
-                np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
-            for a, b in zip(fast.hsums, ref.hsums):
-                np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"step {step}")
-            assert fast.closed_folded == ref.closed_folded, step
-            assert fast.series_dropped == ref.series_dropped, step
-            assert fast.top == ref.top, step
+            _same_state(fast, ref, f"step {step}")
         # idle flows: the same sample again and again (the fast fold's caches), then an
         # end-of-flow record for a flow the samples still list (the caches must see it)
         idle = rows.copy()
@@ -414,13 +419,7 @@ def test_fast_fold_equals_reference_fold(keys, top_k, groups):
             now += 0.1
             for agg in (fast, ref):
                 agg.update(idle.copy(), None if closed is None else closed.copy(), now=now)
-            np.testing.assert_array_equal(fast.totals, ref.totals, err_msg=f"idle {step}")
-            np.testing.assert_array_equal(fast.flows, ref.flows, err_msg=f"idle {step}")
-            for a, b in zip(fast.hcounts, ref.hcounts):
-                np.testing.assert_array_equal(a, b, err_msg=f"idle {step}")
-            for a, b in zip(fast.hsums, ref.hsums):
-                np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"idle {step}")
-            assert fast.top == ref.top, step
+            _same_state(fast, ref, f"idle {step}")
             counted.append(int(fast.flows.sum()))
         assert counted == [counted[0]] * 4 + [counted[0] - 1] * 2   # the closed one is out
         # what the test set out to exercise happened
