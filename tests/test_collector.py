@@ -474,6 +474,10 @@ def test_flow_table_grows_expires_and_refuses_bad_arrays():
                 [np.array([1.0])], [np.zeros((1, 5), np.int64)], [np.zeros(1)])
     with pytest.raises(ValueError, match="at most 4"):
         ag.FlowTable([64] * 5, 0, 24, 64, socket.AF_INET6)
+    with pytest.raises(ValueError, match="row number"):
+        ft.add_key(-3, 0, None, None, state, None, None, None)
+    with pytest.raises(ValueError, match="contiguous bytes"):
+        ft.add_key(n, 0, None, None, state, None, None, None)
 
 
 def _parsed(text: str, openmetrics: bool):

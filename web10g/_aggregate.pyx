@@ -393,6 +393,8 @@ cdef class FlowTable:
         cdef GKey k
         if gid < 0:
             raise ValueError("a group id is >= 0")
+        if row < 0:
+            raise ValueError("a row number is >= 0")
         self._key(&k, row, _ptr16(lport, n), _ptr16(rport, n), _ptr8(state, n, 1),
                   _ptr8(family, n, 1), _ptr8(raddr, n, 16), _ptr8(laddr, n, 16))
         self._gput(&k, gid)
