@@ -209,8 +209,18 @@ lst = socket.create_server(("127.0.0.1", 0), backlog=512)
 print(lst.getsockname()[1], flush=True)
 sys.stdin.readline()
 live = []
+def connect():
+    # loopback reuses TIME_WAIT ports (tcp_tw_reuse=2): a SYN that meets the old flow's
+    # server side before its close completed is reset now and then, on a loaded machine;
+    # a client tries again, and so does this load generator
+    for attempt in range(5):
+        try:
+            return socket.create_connection(lst.getsockname())
+        except ConnectionResetError:
+            if attempt == 4:
+                raise
 for i in range(n):
-    c = socket.create_connection(lst.getsockname())
+    c = connect()
     s, _ = lst.accept()
     if i % 2:                         # half reset, half closed normally (TIME_WAIT)
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
