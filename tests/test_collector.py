@@ -160,6 +160,61 @@ def test_row_group_order_kernel_order_or_merged(tmp_path):
             assert key == sorted(key), name                  # merged (local_port, cid)
 
 
+def test_columns_without_nulls_are_required_until_their_first_null(tmp_path):
+    """A variable column with no nulls is stored as a required Parquet column (no
+    definition levels); its first null finishes the file that stores it so and it stays
+    nullable from then on. Every row is kept with its value or its null, and
+    web10g.dataset reads one nullable schema whichever file comes first."""
+    with web10g.open("sock_diag") as agent:
+        dtype = agent.dtype(VARS)
+    # Timeouts needs a longer tcp_info than the other variables (a newer kernel's):
+    # a row whose tcp_info stops short of it has Timeouts null and the rest reported
+    need = _rows.presence_of(dtype).min_len["Timeouts"]
+    assert need > max(v for k, v in _rows.presence_of(dtype).min_len.items() if k != "Timeouts")
+
+    t0 = 1_700_000_000_000_000_000
+
+    def sample(t, unreported=()):
+        rows = np.zeros(4, dtype)
+        rows["cid"] = [5, 6, 7, 8]
+        rows["family"] = socket.AF_INET
+        rows["state"] = 1
+        rows["timestamp"] = t0 + t
+        rows["present"] = 0xFFFF
+        rows["tcp_info_len"] = 1000
+        rows["Timeouts"] = np.arange(4) + 10 * t
+        for i in unreported:
+            rows["tcp_info_len"][i] = need - 8
+        return rows
+
+    w = pqw.DatasetWriter(tmp_path, host="n", dtype=dtype, row_group_rows=8)
+    plan = [(), (), (1,), (), (), (2, 3), (), ()]       # a row group is two samples
+    want = {}
+    for k, unreported in enumerate(plan):
+        w.add(sample(k, unreported), t_ns=t0 + k)
+        for i, cid in enumerate([5, 6, 7, 8]):
+            want[(cid, k)] = None if i in unreported else i + 10 * k
+    w.close()
+    assert w.splits == 1                                 # once for the column, not twice
+    files = sorted(w.files, key=lambda f: f.start_ns)
+    assert len(files) == 2 and [f.rows for f in files] == [8, 24]
+    first, second = (pq.ParquetFile(f.path).schema_arrow for f in files)
+    assert not first.field("Timeouts").nullable        # no nulls in its rows
+    assert second.field("Timeouts").nullable           # sticky after the first null
+    assert not first.field("rtt_us").nullable and not second.field("rtt_us").nullable
+    assert files[0].end_ns <= files[1].start_ns
+    from web10g import dataset
+
+    ds = dataset(tmp_path)
+    assert ds.schema.field("Timeouts").nullable and ds.schema.field("rtt_us").nullable
+    assert not ds.schema.field("cid").nullable
+    t = ds.to_table(columns=["cid", "timestamp", "Timeouts"])
+    ts = t.column("timestamp").cast(pa.int64()).to_pylist()
+    got = {(c, s - t0): v for c, s, v in zip(t.column("cid").to_pylist(), ts,
+                                             t.column("Timeouts").to_pylist())}
+    assert got == want
+
+
 def test_congestion_control_names_are_stored_as_dictionary_text(tmp_path):
     lst, socks = _pairs(3)
     port = lst.getsockname()[1]

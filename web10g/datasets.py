@@ -60,6 +60,18 @@ def _list(x: Any) -> list[Any]:
     return list(x)
 
 
+def _nullable(pa: Any, schema: Any) -> Any:
+    """``schema`` with every column but the time and the identity nullable; None when
+    it is so already."""
+    from web10g.collector.parquet import ID_COLUMNS
+
+    required = ("timestamp", "final", *ID_COLUMNS)
+    if all(f.nullable or f.name in required for f in schema):
+        return None
+    return pa.schema([f if f.nullable or f.name in required else f.with_nullable(True)
+                      for f in schema], metadata=schema.metadata)
+
+
 class Dataset:
     """A pyarrow dataset of a web10g Parquet directory, with the filter already set.
 
@@ -79,6 +91,14 @@ class Dataset:
         self.dataset = ds.dataset(self.path, format="parquet", partitioning=part,
                                   exclude_invalid_files=False,
                                   ignore_prefixes=[".", "_"])
+        # pyarrow takes the schema of the first file it finds; a file whose variable
+        # columns had no nulls stores them as required (web10g.collector.parquet), and
+        # the next file may hold nulls in them: read every variable column as nullable
+        schema = _nullable(pa, self.dataset.schema)
+        if schema is not None:
+            self.dataset = ds.dataset(self.path, format="parquet", partitioning=part,
+                                      exclude_invalid_files=False, schema=schema,
+                                      ignore_prefixes=[".", "_"])
         f = ds.field
         expr = None
 
