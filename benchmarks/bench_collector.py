@@ -7,7 +7,7 @@ bytes per flow per sample for idle flows.
 
 CPU is the process's user + system time (every thread, the kernel's dump work included)
 per sample, so a loaded machine that delays samples does not change it much. Bare runs
-bracket the collector runs (bare, Parquet, bare, Prometheus, bare, ...; five rounds, runs
+bracket the collector runs (bare, Parquet, bare, Prometheus, bare, ...; seven rounds, runs
 of 6 s by default): each collector run is divided by the mean of the bare runs before and
 after it, and each target is the median of those ratios. The flows are loopback connections held by
 benchmarks/_pairs.py (each carried 1 KB each way, then idles).
@@ -49,20 +49,16 @@ while time.monotonic() < end:
 
 
 def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
+    """The process's CPU time, every thread (those that have exited too), to the
+    nanosecond: os.times() counts clock ticks (10 ms), a few percent of a 3 s run."""
+    return time.process_time()
 
 
 def _thread_cpu(thread: threading.Thread | None) -> float:
-    """A thread's user + system time (/proc/self/task/TID/stat), 0 if it is gone."""
+    """A thread's CPU time (its pthread CPU clock), 0 if it is gone."""
     try:
-        with open(f"/proc/self/task/{thread.native_id}/stat") as fh:  # type: ignore[union-attr]
-            f = fh.read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / _TICK
-    except (OSError, AttributeError, IndexError, ValueError):
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))  # type: ignore[union-attr,arg-type]
+    except (OSError, AttributeError, TypeError):
         return 0.0
 
 
@@ -134,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int)
     add_results_args(p)
     args = p.parse_args(argv)
-    # five rounds rather than three: on these VMs one run's CPU per sample moves by
-    # +-10% with the machine (the bare sampler too), and the median of five bracketed
-    # ratios moves far less than that of three
+    # On these VMs one run's CPU per sample moves by +-10% with the machine (the bare
+    # sampler too), from one run to the next: a ratio is only as good as the median
+    # of many. Seven rounds of 6 s; shorter runs (nine of 3 s) were no steadier, since
+    # the bare sampler moved as much between runs seconds apart
     seconds = args.seconds or (4.0 if args.quick else 6.0)
-    rounds = args.rounds or (1 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 7)
     res = Results("bench_collector", args, "the collector (web10g serve) against the bare "
                   "sampler")
     print("web10g collector benchmark")
