@@ -312,3 +312,76 @@ def test_format_record_ipv6_and_signed() -> None:
     assert row["family"] == socket.AF_INET6
     text = record.format_record(row, "head")
     assert "Address: 2001:db8::5 22 ::1 51000\n" in text and "WinScaleRcvd:  -1\n" in text
+
+
+class _Endless(io.RawIOBase):
+    """A stream that never ends (a device, a pipe from a runaway writer): ``first``, then
+    zero bytes forever; counts what was read from it."""
+
+    def __init__(self, first: bytes = b"") -> None:
+        self.first, self.taken = first, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        n = len(b)
+        head = self.first[self.taken:self.taken + n]
+        b[:len(head)] = head
+        b[len(head):n] = bytes(n - len(head))
+        self.taken += n
+        return n
+
+
+def test_an_endless_stream_is_refused_at_the_limit_not_read_forever() -> None:
+    src = _Endless()                       # all zeros: a well-formed file of empty records
+    with pytest.raises(RecordError) as info:
+        RecordReader(io.BufferedReader(src), max_bytes=3 << 20)
+    assert "larger than 3,145,728 bytes" in str(info.value)
+    assert "max_bytes=None" in str(info.value)
+    assert src.taken <= (3 << 20) + (2 << 20)      # stopped at the limit (+ buffering)
+    with pytest.raises(RecordError):
+        record.read_salvage(io.BufferedReader(_Endless()), max_bytes=1 << 20)
+
+
+def test_a_stream_that_starts_with_no_byte_order_flag_is_refused_at_once() -> None:
+    src = _Endless(first=b"&not a record file")
+    with pytest.raises(RecordError) as info:
+        RecordReader(io.BufferedReader(src))           # the default limit: 1 GiB
+    assert info.value.offset == 0 and "byte-order flag is 38" in str(info.value)
+    assert src.taken <= 2 << 20                        # the first chunk, not a gigabyte
+
+
+def test_a_regular_file_over_the_limit_is_refused_before_it_is_read(tmp_path) -> None:
+    path = tmp_path / "huge-record"
+    with open(path, "wb") as f:                        # sparse: 64 GiB that occupy nothing
+        f.truncate(64 << 30)
+    with pytest.raises(RecordError) as info:
+        RecordReader(path)
+    assert f"({64 << 30:,} bytes)" in str(info.value)
+    assert f"larger than {record.MAX_FILE_BYTES:,} bytes" in str(info.value)
+
+
+def test_files_and_streams_within_the_limit_read_as_before(tmp_path) -> None:
+    rows, masked = random_rows("head", 3, socket.AF_INET)
+    data = write(rows, masked)
+    path = tmp_path / "rec"
+    path.write_bytes(data)
+    for src in (path, io.BytesIO(data), io.BufferedReader(io.BytesIO(data))):
+        got = RecordReader(src, max_bytes=len(data)).rows()  # type: ignore[arg-type]
+        assert np.array_equal(got["SegsOut"], np.where(masked[:, 0], 0, rows["SegsOut"]))
+    for src in (path, io.BytesIO(data)):
+        with pytest.raises(RecordError, match="larger than"):
+            RecordReader(src, max_bytes=len(data) - 1)  # type: ignore[arg-type]
+    assert RecordReader(path, max_bytes=None).count == 3
+
+
+def test_the_tools_refuse_a_device_that_never_ends(tmp_path) -> None:
+    import subprocess
+    import sys
+    for args in (["recordread", "/dev/zero"], ["convert", "/dev/zero", str(tmp_path / "o.csv")]):
+        res = subprocess.run([sys.executable, "-m", "web10g", *args], capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 1, res.stderr
+        assert "/dev/zero is larger than" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o.csv").exists()

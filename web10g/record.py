@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import sys
 from dataclasses import dataclass
 from functools import cache
-from typing import BinaryIO, Literal, Union
+from typing import Any, BinaryIO, Literal, Union
 
 import numpy as np
 
@@ -292,20 +293,65 @@ def _decode(data: bytes, hdr: _Header, k: int) -> tuple[np.ndarray, np.ndarray]:
     return out, masked
 
 
-def _load(source: Source) -> bytes:
+#: The most a record file may hold. The format is read whole (its checksum covers every
+#: byte), so a reader without a bound is at the mercy of its input: /dev/zero is an
+#: endless, well-formed file of empty records, a sparse file claims any size. 1 GiB is
+#: over half a million samples of the largest layout, far past what a record file holds
+#: in practice (one connection's samples, written one call at a time).
+MAX_FILE_BYTES = 1 << 30
+_CHUNK = 1 << 20
+
+
+def _too_big(what: str, limit: int) -> RecordError:
+    return RecordError(limit, f"{what} is larger than {limit:,} bytes, the most a record "
+                              "file may be here (web10g.record.MAX_FILE_BYTES): it is not a "
+                              "record file (a reader in Python may pass max_bytes=None to "
+                              "read it whole anyway)")
+
+
+def _load(source: Source, max_bytes: int | None = MAX_FILE_BYTES) -> bytes:
+    """The whole of ``source``, refused past ``max_bytes`` before it is read into memory
+    when its size is known (a regular file), as soon as it passes it otherwise (a device,
+    a pipe, a stream)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
-            return f.read()
-    return source.read()
+            return _read_bounded(f, os.fspath(source), max_bytes)
+    return _read_bounded(source, "the stream", max_bytes)
+
+
+def _read_bounded(f: BinaryIO, name: Any, max_bytes: int | None) -> bytes:
+    if max_bytes is None:
+        return f.read()
+    try:
+        st = os.fstat(f.fileno())
+    except (AttributeError, OSError, ValueError):   # io.BytesIO and the like: no fd
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        if st.st_size - f.tell() > max_bytes:
+            raise _too_big(f"{name} ({st.st_size:,} bytes)", max_bytes)
+        data = f.read(max_bytes + 1)          # +1: a file that grew meanwhile
+        if len(data) > max_bytes:
+            raise _too_big(str(name), max_bytes)
+        return data
+    # unknown size: read in chunks and stop one byte past the limit, or as soon as the
+    # first byte is no byte-order flag (the header check then says so)
+    buf = bytearray()
+    while len(buf) <= max_bytes:
+        part = f.read(min(_CHUNK, max_bytes + 1 - len(buf)))
+        buf += part
+        if not part or buf[0] not in (0, 1):
+            return bytes(buf)
+    raise _too_big(str(name), max_bytes)
 
 
 class RecordReader:
     """A whole, verified record file (checksum, header, integral K) decoded on demand."""
 
-    def __init__(self, source: Source, *, layout: str | None = None) -> None:
-        data = _load(source)
+    def __init__(self, source: Source, *, layout: str | None = None,
+                 max_bytes: int | None = MAX_FILE_BYTES) -> None:
+        data = _load(source, max_bytes)
         hdr = _parse_header(data, layout)
         intact = checksum(data) == 0
         # Structure first: a cut file is better described by where it ends than by its sum.
@@ -341,7 +387,8 @@ class RecordReader:
                              count=self.count, offset=self._hdr.start)
 
 
-def read_salvage(source: Source, *, layout: str | None = None
+def read_salvage(source: Source, *, layout: str | None = None,
+                 max_bytes: int | None = MAX_FILE_BYTES
                  ) -> tuple[np.ndarray, RecordError | None]:
     """Every complete record before the damage (checksum ignored) and the error, if any.
 
@@ -350,7 +397,7 @@ def read_salvage(source: Source, *, layout: str | None = None
     how many there were in all.  A file that is whole (valid checksum) but does not fit
     the layout yields no rows: its records would be decoded with the wrong slot meanings.
     """
-    data = _load(source)
+    data = _load(source, max_bytes)
     try:
         return RecordReader(data, layout=layout).rows(), None
     except RecordError as exc:
