@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 
 import numpy as np
@@ -379,9 +380,17 @@ def test_files_and_streams_within_the_limit_read_as_before(tmp_path) -> None:
 def test_the_tools_refuse_a_device_that_never_ends(tmp_path) -> None:
     import subprocess
     import sys
-    for args in (["recordread", "/dev/zero"], ["convert", "/dev/zero", str(tmp_path / "o.csv")]):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for args, says in ((["recordread", "/dev/zero"], "/dev/zero is larger than"),
+                       (["convert", "/dev/zero", str(tmp_path / "o.csv")],
+                        "/dev/zero is not a regular file"),
+                       (["convert", str(fifo), str(tmp_path / "o.csv")],   # no writer: no wait
+                        f"{fifo} is not a regular file"),
+                       (["top", "--replay", str(fifo), "--once"],
+                        f"{fifo} is not a regular file")):
         res = subprocess.run([sys.executable, "-m", "web10g", *args], capture_output=True,
                              text=True, timeout=120)
         assert res.returncode == 1, res.stderr
-        assert "/dev/zero is larger than" in res.stderr and "Traceback" not in res.stderr
+        assert says in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert not (tmp_path / "o.csv").exists()

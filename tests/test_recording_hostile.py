@@ -706,3 +706,14 @@ def test_a_difference_frame_against_the_wrong_sample_is_caught(tmp_path, fake_ke
     with pytest.raises(RecordingError, match="checksum does not match|does not fit") as ei:
         list(Recording(bad).frames())
     assert ei.value.offset == 12 + len(header) + len(fr[0])
+
+
+def test_a_recording_that_is_a_pipe_or_a_device_is_refused_without_blocking(tmp_path) -> None:
+    fifo = tmp_path / "rec.fifo"
+    os.mkfifo(fifo)              # no writer: a plain open() would wait for one forever
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(recording.RecordingError, match="not a regular file") as info:
+            web10g.open(replay=path)
+        assert info.value.offset == 0 and "copy it to a file first" in str(info.value)
+        with pytest.raises(recording.RecordingError, match="not a regular file"):
+            recording.Recording(path)

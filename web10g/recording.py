@@ -43,6 +43,7 @@ import platform
 import queue
 import re
 import socket
+import stat
 import struct
 import threading
 import time
@@ -500,7 +501,16 @@ class Recording:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
-        with open(self.path, "rb") as fh:
+        # A recording is opened again for its frames (and by each replay): a FIFO would
+        # block that open, or this one (O_NONBLOCK: no wait for a writer), a device never
+        # end. Only a regular file will do.
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RecordingError(f"{self.path} is not a regular file (a pipe or a device): "
+                                 "a recording is read from its start more than once; "
+                                 "copy it to a file first", 0)
+        with os.fdopen(fd, "rb") as fh:
             head = fh.read(12)
             if len(head) < 12 or head[:8] != MAGIC:
                 raise RecordingError("not a web10g recording (no W10GRAW1 magic)", 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 from typing import Any
 
@@ -110,6 +111,12 @@ def main(argv=None, prog="web10g-convert") -> int:
         if fmt not in ("csv", "parquet", "dataset"):
             raise c.ToolError("OUT must end in .csv or .parquet, or be a directory "
                               "(the dataset layout)")
+        # IN is opened more than once (its kind, its host, its samples): a FIFO would
+        # block the second open for a writer that has gone, a device never end
+        if not stat.S_ISREG(os.stat(args.input).st_mode):
+            raise c.ToolError(f"{args.input} is not a regular file (a pipe or a device): "
+                              "convert reads its input more than once; copy it to a file "
+                              "first")
         if fmt in ("parquet", "dataset"):
             try:
                 import pyarrow  # noqa: F401
