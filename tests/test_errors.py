@@ -44,3 +44,17 @@ def test_domain_classes_share_a_base():
                 errors.MalformedReply, errors.FlowNotFound, errors.MissingCapability,
                 errors.KernelTimeout):
         assert issubclass(cls, errors.Web10GError)
+
+
+def test_a_long_filter_is_shown_as_a_window_around_the_error() -> None:
+    from web10g import filter as wfilter
+    text = "(" * 5000
+    with pytest.raises(errors.FilterError) as info:
+        wfilter.compile(text)
+    lines = str(info.value).splitlines()
+    pos = info.value.position
+    assert pos is not None and len(lines) == 3 and len(lines[1]) < 140  # not 5,000 chars
+    assert lines[1].startswith("  ...(") and lines[1].endswith("(...")
+    assert lines[2].index("^") == lines[1].index("(") + pos - (pos - 60)
+    short = errors.FilterError("bad value", "dport = :x", 9)
+    assert str(short).splitlines()[1:] == ["  dport = :x", "           ^"]

@@ -128,6 +128,9 @@ class NotSupported(Web10GError, NotImplementedError):
     """The kernel offers no way to do this (the message says what would work)."""
 
 
+_FILTER_CONTEXT = 60        # characters of a filter shown on each side of an error
+
+
 class FilterError(Web10GError, ValueError):
     """A filter that cannot be parsed or compiled. For text input, ``position`` indexes it."""
 
@@ -139,8 +142,13 @@ class FilterError(Web10GError, ValueError):
         if self.text is None or self.position is None:
             return f"invalid filter: {self.reason}"
         shown = re.sub(r"\s", " ", self.text)  # keep the caret aligned under tabs/newlines
+        # a long filter (generated, or hostile) is shown as a window around the position
+        start = max(0, self.position - _FILTER_CONTEXT)
+        end = min(len(shown), self.position + _FILTER_CONTEXT)
+        left, right = ("..." if start else ""), ("..." if end < len(shown) else "")
+        caret = len(left) + self.position - start
         return (f"invalid filter: {self.reason} at position {self.position}\n"
-                f"  {shown}\n  {' ' * self.position}^")
+                f"  {left}{shown[start:end]}{right}\n  {' ' * caret}^")
 
 
 class RecordError(MalformedReply):
