@@ -250,3 +250,71 @@ def test_sigterm_flushes_the_open_window(tmp_path, flows):
         serve.close()
     files = visible_files(ds)
     assert len(files) == 1 and pq.read_table(files[0]).num_rows >= 60
+
+
+def test_a_flood_of_idle_connections_is_bounded_and_the_collector_carries_on(tmp_path, flows):
+    from web10g.collector.prometheus import MAX_CONNECTIONS
+    mport = cu.free_port()
+    ds = tmp_path / "ds"
+    serve = cu.Serve(tmp_path, "--parquet", str(ds), "--interval", "0.05",
+                     "--rotate-seconds", "0.2", "--filter", flows.filter,
+                     "--prometheus", f"127.0.0.1:{mport}", "--host", "f")
+    idle: list[socket.socket] = []
+    try:
+        serve.wait_event("file_written", n=1)
+        # another local user: connections that never send a request, far past the bound
+        for _ in range(MAX_CONNECTIONS + 200):
+            idle.append(socket.create_connection(("127.0.0.1", mport)))
+        refused = serve.wait_event("exporter_connections_refused")
+        assert refused[0]["limit"] == MAX_CONNECTIONS
+        time.sleep(0.5)
+        fds = len(os.listdir(f"/proc/{serve.proc.pid}/fd"))
+        threads = len(os.listdir(f"/proc/{serve.proc.pid}/task"))
+        # one thread and one descriptor per served connection, not per attempt
+        assert threads < MAX_CONNECTIONS + 30 and fds < MAX_CONNECTIONS + 100, (threads, fds)
+        written = len(serve.wait_event("file_written", n=1))
+        assert len(serve.wait_event("file_written", n=written + 3)) >= written + 3
+        for s in idle:
+            s.close()
+        idle.clear()
+        deadline = time.monotonic() + 30
+        while True:                        # the slots come back as the clients leave
+            try:
+                text = cu.scrape(mport)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert cu.metric_values(text, "web10g_exporter_connections_refused_total",
+                                host="f")[0] >= 1
+        assert serve.terminate() == 0
+    finally:
+        for s in idle:
+            s.close()
+        serve.close()
+    all_readable(ds)
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(monkeypatch):
+    from web10g.collector import prometheus as prom
+    monkeypatch.setattr(prom, "IDLE_TIMEOUT_S", 0.3)
+    ex = prom.Exporter("127.0.0.1:0", [], lambda: 0)
+    try:
+        s = socket.create_connection(ex.address[:2])
+        s.settimeout(10)
+        t0 = time.monotonic()
+        assert s.recv(1) == b""                 # closed by the exporter, not by us
+        assert time.monotonic() - t0 < 9
+        s.close()
+        busy = socket.create_connection(ex.address[:2])
+        busy.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        busy.settimeout(10)
+        assert busy.recv(12).startswith(b"HTTP/1.1 200")
+        busy.close()
+        deadline = time.monotonic() + 10
+        while ex.connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ex.connections == 0
+    finally:
+        ex.close()

@@ -964,6 +964,12 @@ class _Registry:
             yield from s()
 
 
+#: Connections the exporter serves at once; more are closed as they arrive.
+MAX_CONNECTIONS = 64
+#: Seconds a connection may sit idle (or stall mid-request) before it is closed.
+IDLE_TIMEOUT_S = 30.0
+
+
 class Exporter:
     """An HTTP endpoint serving /metrics from cached renderings of the latest state
     (one per format, made by the first scrape after a sample)."""
@@ -977,13 +983,19 @@ class Exporter:
         # before what prometheus_client renders of ``sources``
         self.texts = list(texts or [])
         self.generation = generation
+        self.log = log
         self.scrapes = 0
+        self.connections = 0            # open now (each has its thread)
+        self.refused = 0                # closed at once: MAX_CONNECTIONS were open
         self._cache: dict[str, tuple[int, bytes]] = {}
         self._lock = threading.Lock()
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # an idle or stalled connection is closed after this long (socket timeout):
+            # longer than a scraper's usual keep-alive gap between scrapes (15 s)
+            timeout = IDLE_TIMEOUT_S
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 path = self.path.split("?", 1)[0]
@@ -1007,14 +1019,54 @@ class Exporter:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
         class Server(ThreadingHTTPServer):
+            """One thread per connection, at most MAX_CONNECTIONS at a time: without a
+            bound, anyone who can reach the port holds a thread and a file descriptor
+            per idle connection for ever, until the collector's own files and sockets
+            fail with EMFILE. A connection past the bound is closed at once."""
             address_family = family
             daemon_threads = True
+            # the listen backlog (socketserver's default is 5): connections that arrive
+            # while the accepting thread waits for the GIL are queued, not SYN-dropped
+            # into the client's one-second retry
+            request_queue_size = MAX_CONNECTIONS
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                with exporter._lock:
+                    full = exporter.connections >= MAX_CONNECTIONS
+                    if full:
+                        exporter.refused += 1
+                    else:
+                        exporter.connections += 1
+                if full:
+                    self.shutdown_request(request)
+                    if exporter.refused == 1 and exporter.log is not None:
+                        exporter.log.warning(
+                            "exporter_connections_refused", limit=MAX_CONNECTIONS,
+                            client=str(client_address[0]),
+                            hint="more connections than the exporter serves at once: "
+                                 "they are closed (web10g_exporter_connections_refused_total)")
+                    return
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    exporter._closed_one()
+                    raise
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    exporter._closed_one()
 
         self.server = Server((host, port), Handler)
         self.address = self.server.server_address[:2]
         self._thread = threading.Thread(target=self.server.serve_forever,
                                         name="web10g-exporter", daemon=True)
         self._thread.start()
+
+    def _closed_one(self) -> None:
+        with self._lock:
+            self.connections -= 1
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The body and content type for a scrape's Accept header (cached per sample)."""

@@ -320,6 +320,12 @@ class Collector:
         if st is not None and st.samples:
             gauge("web10g_collector_sample_duration_seconds",
                   "Median time of one kernel read (last 1000)", float(np.median(st.durations)))
+        if self.exporter is not None:
+            gauge("web10g_exporter_connections", "HTTP connections open to the exporter",
+                  self.exporter.connections)
+            counter("web10g_exporter_connections_refused", "Connections closed on arrival "
+                    "because the exporter already served its most at once",
+                    self.exporter.refused)
         labels = h + ["sink"]
         fams: dict[str, Any] = {
             "dropped": CounterMetricFamily(
