@@ -543,3 +543,39 @@ def test_recordread_masked_values_are_null_not_zero(capsys, tcp_pair, tmp_path):
     code, out, _ = run(capsys, "recordread", str(path), "--csv")
     row = next(csv.DictReader(io.StringIO(out)))
     assert row["SampleRTT"] == "" and row["SegsOut"] != ""
+
+
+EVIL_OWNER = r"""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"\x1b]0;pwn\x07\x1b[2J\xe2\x80\xae"), 0, 0, 0)
+lst = socket.create_server(("127.0.0.1", 0))
+c = socket.create_connection(lst.getsockname())
+s, _ = lst.accept()
+print(lst.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_listconninfo_shows_another_users_process_name_escaped_not_obeyed(capsys):
+    # a process names itself with terminal escape sequences (set the window title, clear
+    # the screen) and a right-to-left override: whoever lists its flows must not run them
+    child = subprocess.Popen([sys.executable, "-c", EVIL_OWNER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline())
+        filt = f"sport = :{port}"
+        with open(f"/proc/{child.pid}/comm", "rb") as f:
+            assert f.read().startswith(b"\x1b]0;pwn")    # the kernel kept the bytes
+        code, out, _ = run(capsys, "listconninfo", "--filter", filt)
+        assert code == 0 and str(child.pid) in out
+        assert "\x1b" not in out and "\x07" not in out
+        assert "\\x1b]0;pwn" in out                     # shown, as an escape
+        code, out, _ = run(capsys, "listconninfo", "--filter", filt, "--csv")
+        assert code == 0 and "\x1b" not in out and "\u202e" not in out
+        assert "\\x1b]0;pwn\\x07\\x1b[2J\\u202e" in out
+        code, out, _ = run(capsys, "listconninfo", "--filter", filt, "--json")
+        rec = json.loads(out.splitlines()[0])
+        assert "\x1b" not in out and rec["command"] == "\x1b]0;pwn\x07\x1b[2J\u202e"
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)

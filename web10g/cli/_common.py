@@ -69,6 +69,23 @@ def plain_text(text: str) -> str:
     return re.sub(r"``(.+?)``", r"\1", text)
 
 
+# C0 and C1 controls, DEL, and the Unicode format characters that reorder or hide text
+# (bidi embeddings, overrides and isolates, zero-width characters): text that another
+# user chooses (a process name) must not reach the terminal as escape sequences.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    o = ord(m.group())
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control or text-reordering character shown as an escape
+    (ESC -> ``\\x1b``): for strings other users control, printed on a terminal."""
+    return _UNSAFE.sub(_escape, text)
+
+
 ToolError = errors.ToolError     # a failure a tool reports as ``prog: message``, status 1
 
 

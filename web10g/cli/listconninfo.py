@@ -86,7 +86,9 @@ def main(argv=None, prog="web10g-listconninfo") -> int:
             for i, r in enumerate(rows):
                 d = c.row_dict(r, ["cid", "family", "local_addr", "local_port", "rem_addr",
                                    "rem_port"])
-                d.update(command=cmd[i] or None, pid=int(pid[i]) if pid[i] >= 0 else None,
+                # JSON escapes what it must itself; CSV and the table get escapes here
+                d.update(command=(cmd[i] if args.json else c.printable(cmd[i])) or None,
+                         pid=int(pid[i]) if pid[i] >= 0 else None,
                          uid=int(uid[i]) if uid[i] >= 0 else None)
                 recs.append(d)
             if args.json:
@@ -104,7 +106,7 @@ def main(argv=None, prog="web10g-listconninfo") -> int:
         out = [HEADER]
         for i, r in enumerate(rows):
             out.append("%-8d %-12s %-8s %-8s %-20s %-8s %-20s %-8s\n" % (
-                r["cid"], cmd[i][:12], pid[i] if pid[i] >= 0 else "",
+                r["cid"], c.printable(cmd[i])[:12], pid[i] if pid[i] >= 0 else "",
                 uid[i] if uid[i] >= 0 else "", local[i], r["local_port"], remote[i],
                 r["rem_port"]))
         sys.stdout.write("".join(out))
