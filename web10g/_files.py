@@ -31,7 +31,7 @@ import secrets
 import stat
 from typing import Any
 
-__all__ = ["UnsafeOutputError", "OutputFile", "create_output"]
+__all__ = ["UnsafeOutputError", "OutputFile", "create_output", "private_if_secret"]
 
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -146,6 +146,26 @@ def _temporary(path: str, mode: int) -> tuple[int, str]:
             continue
     raise UnsafeOutputError(errno.EEXIST, "cannot create a temporary file beside it "
                                           "(100 random names were taken)", path)
+
+
+def private_if_secret(out: Any, columns: Any) -> bool:
+    """Make ``out`` readable by its owner only (mode & 0600) when ``columns`` include a
+    sequence-number variable (mib.SEQUENCE_VARS): a root collector with the default
+    umask would otherwise hand every local user what the ebpf backend withholds from
+    them. True when it did. Character devices (/dev/null) and streams are left alone."""
+    from web10g.mib import SEQUENCE_VARS
+
+    if not SEQUENCE_VARS.intersection(columns or ()):
+        return False
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    os.fchmod(fd, st.st_mode & 0o600)
+    return True
 
 
 def create_output(path: str | os.PathLike[str], *, overwrite: bool = True,

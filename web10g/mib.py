@@ -26,6 +26,7 @@ __all__ = [
     "FAMILY_INET6", "STATE_NAMES", "KERNEL_TO_RFC_STATE", "UnknownVariable",
     "LayoutMismatch", "SockDiagSource", "EbpfSource", "Variable", "Layout", "lookup", "variables",
     "dtype", "layout", "identify_layout", "format_getmib", "wire_type_for",
+    "SEQUENCE_VARS",
 ]
 
 TABLES = ("perf", "path", "stack", "app", "tune", "extras")
@@ -56,6 +57,13 @@ _WIRE_DTYPES: dict[str, np.dtype] = {
 # estats ADDR_TYPE 1/2 must be translated; state uses RFC 4898 numbering (STATE_NAMES).
 FAMILY_INET = 2
 FAMILY_INET6 = 10
+
+# The variables that hold a connection's sequence numbers. Knowing them lets a local user
+# inject data into the connection, and inet_diag never shows them: the ebpf backend
+# withholds them from readers other than root and the flow's owner, and every output
+# file that has one of them as a column is created readable by its owner only.
+SEQUENCE_VARS = frozenset(("SndUna", "SndNxt", "SndMax", "RcvNxt", "SndInitial",
+                           "RecInitial"))
 IDENTITY_FIELDS = [
     ("cid", "u8"),
     ("family", "u1"),

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Literal, Union
 import numpy as np
 
 from web10g import errors, mib
-from web10g._files import create_output
+from web10g._files import create_output, private_if_secret
 
 __all__ = ["LAYOUT_NAMES", "RecordError", "checksum", "RecordWriter", "RecordReader",
            "read_salvage", "format_record"]
@@ -446,6 +446,7 @@ class RecordWriter:
         else:
             self._f = path_or_file
         self._sum, self._closed, self.count = _Sum(), False, 0
+        self._private = False
         ext = b""
         if metadata:
             lines = [_MAGIC, f"layout={LAYOUT_NAMES[self.layout.name]}"]
@@ -481,6 +482,9 @@ class RecordWriter:
                     (rows[key] != 0) & (rows[key] != want)):
                 raise ValueError(f"rows have {key} values other than the {want} "
                                  "declared in the file's metadata")
+        if self._owns and not self._private:
+            # sequence numbers in the rows: the file becomes its owner's only
+            self._private = private_if_secret(self._f, names)
         k, n = len(rows), self.layout.total
         flags = np.zeros((k, n), bool) if masked is None else np.array(masked, bool)
         if flags.shape != (k, n):

@@ -312,10 +312,13 @@ class Recorder:
         self.raw_bytes = 0
         self.stored_bytes = 0
         self.flows = 0
-        from web10g._files import create_output
+        from web10g._files import create_output, private_if_secret
 
         # no symlink followed, nothing but a regular file replaced (web10g._files)
         self._fh = create_output(path, overwrite=True)  # closed in close()
+        # every variable of the backend is in the replies: sequence numbers too (estats,
+        # ebpf) make the file its owner's only
+        private_if_secret(self._fh, [v.name for v in agent.variables()])
         header = _encode_header(self._header(agent, state))
         self._fh.write(MAGIC + struct.pack("<I", len(header)) + header)
         self._queue: queue.Queue[tuple[int, Any] | None] = queue.Queue(_QUEUE_SAMPLES)

@@ -39,7 +39,7 @@ except ImportError:  # an install that did not build the extension
     _ebpf = None  # type: ignore[assignment]
 
 P_INFO, P_COUNTERS, P_SEQ = 1, 2, 4
-SEQ_VARS = frozenset(("SndUna", "SndNxt", "SndMax", "RcvNxt", "SndInitial", "RecInitial"))
+SEQ_VARS = mib.SEQUENCE_VARS
 _STORAGE_HOOKS = frozenset(("sockops", "cong", "retrans", "probe"))
 _ALL_STATES = 0x3FFF
 

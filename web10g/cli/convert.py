@@ -126,12 +126,14 @@ def main(argv=None, prog="web10g-convert") -> int:
             return _parquet(args, vars_, fmt, prog)
         total = 0
         writer: Any = None
-        from web10g._files import create_output
+        from web10g._files import create_output, private_if_secret
 
         # no symlink followed, nothing but a regular file replaced (web10g._files)
         with create_output(args.output, overwrite=True) as out:
             for rows in _samples(args.input, vars_):
                 total += len(rows)
+                if writer is None:           # sequence numbers: the file is its owner's
+                    private_if_secret(out, rows.dtype.names)
                 if fmt == "csv":
                     cols = [(n, _format.KIND_ADDR if n in ("local_addr", "rem_addr")
                              else _format.kind_of(rows.dtype.fields[n][0]))

@@ -92,7 +92,7 @@ def main(argv=None, prog="web10g-logger") -> int:
         c.stop_on_sigterm()
         interval = c.interval_of(args)
         excl = exclude_address(args.exclude) if args.exclude else None
-        from web10g._files import create_output
+        from web10g._files import create_output, private_if_secret
 
         # no symlink followed, nothing but a regular file (or /dev/null) replaced
         out = (create_output(args.output, overwrite=True) if args.output
@@ -133,6 +133,8 @@ def main(argv=None, prog="web10g-logger") -> int:
                             v for v in agent.variables() if v.name in set(names)]
                         columns = [(v.name, _format.kind_of(rows.dtype.fields[v.name][0]))
                                    for v in variables]
+                        if args.output:   # sequence numbers in our file: owner only
+                            private_if_secret(out, rows.dtype.names)
                     missing = reported.missing(rows, [n for n, _ in columns]
                                                if not args.json else None)
                     if args.json:

@@ -747,7 +747,7 @@ class DatasetWriter:
         self._final_path = os.path.join(d, f"part-{stem}.parquet")
         self._tmp = os.path.join(d, f"{TMP_PREFIX}{stem}-p{os.getpid()}-{self._seq}"
                                     f"{TMP_SUFFIX}")
-        from web10g._files import create_output
+        from web10g._files import create_output, private_if_secret
 
         # O_EXCL | O_NOFOLLOW: a file or symlink planted at the name is never written
         # through; the writer closes the file with itself (file_handle)
@@ -756,6 +756,7 @@ class DatasetWriter:
         except OSError:
             self._tmp = None  # not ours: _fail() must not remove what is at that name
             raise
+        private_if_secret(fh, schema.names)     # sequence numbers: owner only
         try:
             self._writer = pq.ParquetWriter(
                 fh, schema, **writer_options(schema, self.compression_level))
@@ -977,7 +978,7 @@ def write_file(samples: Iterable[np.ndarray], path: str | os.PathLike, *, host: 
     (written as ``.NAME.XXXXXXXX.tmp`` beside it, then renamed; web10g._files).
     Returns the rows written."""
     pa = _pa()
-    from web10g._files import create_output
+    from web10g._files import create_output, private_if_secret
 
     path = os.fspath(path)
     out: Any = None  # created with the writer: a temporary file renamed over path at the end
@@ -1004,6 +1005,7 @@ def write_file(samples: Iterable[np.ndarray], path: str | os.PathLike, *, host: 
         # no symlink followed, nothing but a regular file replaced; the destination
         # appears only complete (atomic: a temporary name, renamed on close)
         out = create_output(path, overwrite=True, atomic=True)
+        private_if_secret(out, schema.names if schema is not None else ())  # seq: owner only
         return pa.parquet.ParquetWriter(out, schema, **writer_options(schema, **kw))
 
     try:
