@@ -761,3 +761,22 @@ def test_serve_help_and_bad_config_exit_1(tmp_path):
     r = subprocess.run([sys.executable, "-m", "web10g", "serve"], capture_output=True,
                        text=True, env=cu.env(), cwd=str(cu.ROOT))
     assert r.returncode == 1 and "no sink" in r.stderr
+
+
+@pytest.mark.parametrize("raw", [b"[" * 200_000, b"not json", b'"a string"',
+                                 b'{"units": ["not", "a", "dict"]}',
+                                 b'{"units": {"rtt_us": 5}}'])
+def test_dataset_metadata_someone_else_planted_is_ignored_not_raised(tmp_path, raw):
+    # a shared dataset directory: a file whose web10g metadata is hostile or foreign
+    part = tmp_path / "host=x" / "date=2026-01-01" / "hour=00"
+    part.mkdir(parents=True)
+    table = pa.table({"timestamp": pa.array([1], pa.timestamp("ns", tz="UTC")),
+                      "rtt_us": pa.array([7], pa.uint32())})
+    pq.write_table(table.replace_schema_metadata({b"web10g": raw}),
+                   part / "part-0.parquet")
+    from web10g import dataset
+
+    ds = dataset(tmp_path)
+    assert ds.count_rows() == 1
+    assert isinstance(ds.metadata, dict)
+    assert ds.units("rtt_us") == ""

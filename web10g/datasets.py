@@ -145,10 +145,18 @@ class Dataset:
         """The ``web10g`` schema metadata (version, backend, host, units by column)."""
         meta = self.dataset.schema.metadata or {}
         raw = meta.get(b"web10g")
-        return json.loads(raw) if raw else {}
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):     # a file someone else put there
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def units(self, column: str) -> str:
-        return self.metadata.get("units", {}).get(column, "")
+        units = self.metadata.get("units")
+        unit = units.get(column, "") if isinstance(units, dict) else ""
+        return unit if isinstance(unit, str) else ""
 
     # -- reading ---------------------------------------------------------------------------
     def _filter(self, extra: Any) -> Any:
