@@ -318,7 +318,9 @@ class Recorder:
         self._fh = create_output(path, overwrite=True)  # closed in close()
         # every variable of the backend is in the replies: sequence numbers too (estats,
         # ebpf) make the file its owner's only
-        private_if_secret(self._fh, [v.name for v in agent.variables()])
+        backend = getattr(agent, "backend", None)
+        private_if_secret(self._fh, [v.name for v in mib.variables(backend=backend)]
+                          if backend in mib.BACKENDS else mib.SEQUENCE_VARS)
         header = _encode_header(self._header(agent, state))
         self._fh.write(MAGIC + struct.pack("<I", len(header)) + header)
         self._queue: queue.Queue[tuple[int, Any] | None] = queue.Queue(_QUEUE_SAMPLES)
