@@ -1,10 +1,11 @@
-"""Output files that hold sequence numbers are their owner's only.
+"""Output files that hold sequence numbers are not readable by other users.
 
 SndUna, SndNxt, SndMax, RcvNxt, SndInitial and RecInitial let a local user inject data
 into a connection; inet_diag never shows them and the ebpf backend withholds them from
 other users. A root collector or logger writing them into a file that its umask leaves
-world-readable would hand them out anyway: every writer makes such a file mode 0600
-(and leaves files without them as the umask says)."""
+world-readable would hand them out anyway: every writer takes others' permissions from
+such a file (mode & 0640: its group may read) and leaves files without them as the umask
+says."""
 from __future__ import annotations
 
 import io
@@ -40,7 +41,7 @@ def test_private_if_secret_only_for_sequence_columns(tmp_path) -> None:
     with create_output(a) as fa, create_output(b) as fb:
         assert private_if_secret(fa, ["cid", "SegsOut", "RcvNxt"]) is True
         assert private_if_secret(fb, ["cid", "SegsOut", "rtt_us"]) is False
-    assert mode(a) == 0o600 and mode(b) == 0o644
+    assert mode(a) == 0o640 and mode(b) == 0o644
     with create_output("/dev/null") as null:    # a device is left as it is
         assert private_if_secret(null, ["SndUna"]) is False
     assert private_if_secret(io.BytesIO(), ["SndUna"]) is False
@@ -55,7 +56,7 @@ def test_a_replaced_file_becomes_private_too(tmp_path) -> None:
     with create_output(p) as f:                   # written beside it, renamed over it
         private_if_secret(f, ["SndNxt"])
         f.write(b"new")
-    assert mode(p) == 0o600 and p.read_bytes() == b"new"
+    assert mode(p) == 0o640 and p.read_bytes() == b"new"
 
 
 def head_rows(names: list[str]) -> np.ndarray:
@@ -71,7 +72,7 @@ def test_record_files(tmp_path) -> None:
         w.write(head_rows(head))                  # SndUna & co. among the columns
     with record.RecordWriter(tmp_path / "plain", metadata=False) as w:
         w.write(head_rows(["SegsOut", "SegsIn"]))
-    assert mode(tmp_path / "seq") == 0o600 and mode(tmp_path / "plain") == 0o644
+    assert mode(tmp_path / "seq") == 0o640 and mode(tmp_path / "plain") == 0o644
     assert record.RecordReader(tmp_path / "seq").count == 2
 
 
@@ -86,11 +87,11 @@ def test_datasets_and_parquet_files(tmp_path) -> None:
     files += pq.write_dataset(iter([plain]), tmp_path / "ds-plain", host="h",
                               writer_id="t")
     got = {f.path: mode(f.path) for f in files}
-    assert sorted(got.values()) == [0o600, 0o644], got
-    assert all(v == 0o600 for p, v in got.items() if "ds-seq" in str(p))
+    assert sorted(got.values()) == [0o640, 0o644], got
+    assert all(v == 0o640 for p, v in got.items() if "ds-seq" in str(p))
     pq.write_file(iter([seq]), tmp_path / "seq.parquet")
     pq.write_file(iter([plain]), tmp_path / "plain.parquet")
-    assert mode(tmp_path / "seq.parquet") == 0o600
+    assert mode(tmp_path / "seq.parquet") == 0o640
     assert mode(tmp_path / "plain.parquet") == 0o644
 
 
@@ -100,7 +101,7 @@ def test_recordings_and_the_logger_on_a_backend_with_sequence_numbers(tmp_path,
     with web10g.open("estats", peer=fake_kernel.portid) as agent:
         with Recorder(tmp_path / "estats.w10g", agent) as rec:
             rec.sample()
-    assert mode(tmp_path / "estats.w10g") == 0o600
+    assert mode(tmp_path / "estats.w10g") == 0o640
     with web10g.open("sock_diag") as agent:     # stock kernel: no sequence numbers
         assert not mib.SEQUENCE_VARS & {v.name for v in agent.variables()}
         with Recorder(tmp_path / "sd.w10g", agent) as rec:
@@ -115,7 +116,7 @@ def test_recordings_and_the_logger_on_a_backend_with_sequence_numbers(tmp_path,
                              capture_output=True, text=True, env=env, timeout=60)
         assert res.returncode == 0, res.stderr
     assert "SndUna" in (tmp_path / "seq.csv").read_text().splitlines()[0]
-    assert mode(tmp_path / "seq.csv") == 0o600 and mode(tmp_path / "plain.csv") == 0o644
+    assert mode(tmp_path / "seq.csv") == 0o640 and mode(tmp_path / "plain.csv") == 0o644
 
 
 def test_convert_of_a_recording_with_sequence_numbers(tmp_path, fake_kernel) -> None:
@@ -128,4 +129,4 @@ def test_convert_of_a_recording_with_sequence_numbers(tmp_path, fake_kernel) -> 
                               str(tmp_path / "in.w10g"), str(tmp_path / out), *extra],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
-    assert mode(tmp_path / "all.csv") == 0o600 and mode(tmp_path / "some.csv") == 0o644
+    assert mode(tmp_path / "all.csv") == 0o640 and mode(tmp_path / "some.csv") == 0o644

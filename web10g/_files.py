@@ -149,10 +149,13 @@ def _temporary(path: str, mode: int) -> tuple[int, str]:
 
 
 def private_if_secret(out: Any, columns: Any) -> bool:
-    """Make ``out`` readable by its owner only (mode & 0600) when ``columns`` include a
+    """Take every permission from others (mode & 0640) when ``columns`` include a
     sequence-number variable (mib.SEQUENCE_VARS): a root collector with the default
     umask would otherwise hand every local user what the ebpf backend withholds from
-    them. True when it did. Character devices (/dev/null) and streams are left alone."""
+    them. The file's group keeps read access, so that a dataset directory with the
+    setgid bit can share it with one group (as ``ebpf load --reader-group`` shares the
+    reader). True when it did. Character devices (/dev/null) and streams are left
+    alone."""
     from web10g.mib import SEQUENCE_VARS
 
     if not SEQUENCE_VARS.intersection(columns or ()):
@@ -164,7 +167,7 @@ def private_if_secret(out: Any, columns: Any) -> bool:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         return False
-    os.fchmod(fd, st.st_mode & 0o600)
+    os.fchmod(fd, st.st_mode & 0o640)
     return True
 
 
