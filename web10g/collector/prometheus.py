@@ -989,6 +989,7 @@ class Exporter:
         self.refused = 0                # closed at once: MAX_CONNECTIONS were open
         self._cache: dict[str, tuple[int, bytes]] = {}
         self._lock = threading.Lock()
+        self._conn_lock = threading.Lock()
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -1031,7 +1032,7 @@ class Exporter:
             request_queue_size = MAX_CONNECTIONS
 
             def process_request(self, request: Any, client_address: Any) -> None:
-                with exporter._lock:
+                with exporter._conn_lock:   # not _lock: a render must not delay accepts
                     full = exporter.connections >= MAX_CONNECTIONS
                     if full:
                         exporter.refused += 1
@@ -1065,7 +1066,7 @@ class Exporter:
         self._thread.start()
 
     def _closed_one(self) -> None:
-        with self._lock:
+        with self._conn_lock:
             self.connections -= 1
 
     def render(self, accept: str) -> tuple[bytes, str]:
