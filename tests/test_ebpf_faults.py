@@ -447,3 +447,73 @@ def test_reads_cut_inside_records_decode_the_same(loaded: str) -> None:
             dec.read(fd)
     finally:
         os.close(fd)
+
+
+# -- pin directories another user planted (/sys/fs/bpf is world-writable, mode 1777) ----------
+
+NOBODY = 65534
+
+
+def test_a_symlink_planted_at_the_pin_dir_is_refused_and_nothing_is_removed(
+        pin_dir: str, tmp_path) -> None:
+    # another user links the pin directory's name to a directory of root's files: load
+    # pinned "into" it, and its clean-up unlinked every file there
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important").write_text("keep me")
+    os.symlink(victim, pin_dir)
+    os.lchown(pin_dir, NOBODY, NOBODY)
+    try:
+        for call in (lambda: L.load(pin_dir, full=False), lambda: L.unload(pin_dir)):
+            with pytest.raises(L.UnsafePinDir, match="symbolic link") as info:
+                call()
+            assert isinstance(info.value, PermissionError)
+        with pytest.raises((L.UnsafePinDir, L.NotLoaded)):
+            _agent(pin_dir)
+        assert (victim / "important").read_text() == "keep me"
+    finally:
+        os.unlink(pin_dir)
+
+
+def test_a_pin_dir_another_user_made_is_refused(pin_dir: str) -> None:
+    os.mkdir(pin_dir, 0o755)
+    os.chown(pin_dir, NOBODY, NOBODY)        # as if nobody had made it first
+    try:
+        with pytest.raises(L.UnsafePinDir, match=f"belongs to uid {NOBODY}"):
+            L.load(pin_dir, full=False)
+        assert os.listdir(pin_dir) == []     # nothing pinned into it
+        os.chown(pin_dir, 0, 0)
+        os.chmod(pin_dir, 0o777)             # root's, but anyone may write in it
+        with pytest.raises(L.UnsafePinDir, match="writable by every user"):
+            L.load(pin_dir, full=False)
+        with pytest.raises(L.UnsafePinDir):
+            L.unload(pin_dir)
+    finally:
+        os.rmdir(pin_dir)
+
+
+def test_unload_removes_only_web10g_pins(pin_dir: str) -> None:
+    L.load(pin_dir, full=False)
+    other = os.path.join(pin_dir, "not-ours")
+    os.mkdir(other)                          # something else root put there
+    with pytest.warns(RuntimeWarning, match="not-ours"):
+        removed = L.unload(pin_dir)
+    assert "iter" in removed and "not-ours" not in removed
+    assert os.listdir(pin_dir) == ["not-ours"]
+    os.rmdir(other)
+    os.rmdir(pin_dir)
+
+
+def test_a_reader_refuses_an_iterator_pin_root_did_not_make(pin_dir: str) -> None:
+    os.mkdir(pin_dir, 0o755)
+    try:
+        os.symlink("/dev/zero", os.path.join(pin_dir, "iter"))
+        with pytest.raises(L.UnsafePinDir, match="symbolic link"):
+            _agent(pin_dir)
+        os.unlink(os.path.join(pin_dir, "iter"))
+        os.mkdir(os.path.join(pin_dir, "iter"))   # a directory named like the pin
+        with pytest.raises(L.UnsafePinDir, match="not a pin root made"):
+            _agent(pin_dir)
+        os.rmdir(os.path.join(pin_dir, "iter"))
+    finally:
+        os.rmdir(pin_dir)

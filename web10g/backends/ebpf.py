@@ -215,9 +215,11 @@ class EbpfAgent(BaseAgent):
         # names the namespace: only the open below means "not loaded")
         with _netns.entered(self.netns):
             try:
-                return os.open(self._iter, os.O_RDONLY | os.O_CLOEXEC)
+                return L.open_pin(self._iter)      # root's pin, not through a link
             except FileNotFoundError:
                 raise L.NotLoaded(L.not_loaded_message(self.pin_dir)) from None
+            except L.UnsafePinDir:
+                raise
             except PermissionError:
                 raise PermissionError(errno.EACCES, f"{self._iter} is readable by root only: "
                                       "run as root, or have root load with 'web10g ebpf "
@@ -326,7 +328,7 @@ class EbpfAgent(BaseAgent):
                 raise errors.NotSupported(f"the kernel refused the ebpf {pin} program at "
                                           "load time (web10g ebpf status)")
             with _netns.entered(self.netns):
-                it = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                it = L.open_pin(path)
             try:
                 raw = _read_fd(it)
             finally:

@@ -24,6 +24,7 @@ import fcntl
 import grp
 import gzip
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -67,6 +68,8 @@ GROUPS = [
     ("destroy", ("w10g_kill",), HOOK_DESTROY, "iter", "kill"),
 ]
 PINNED_MAPS = {"w10g_ctl": "ctl", "w10g_closed": "closed", "w10g_drops": "drops"}
+#: every name the loader pins: all that unload() ever removes from a pin directory
+OUR_PINS = frozenset(pin for *_, pin in GROUPS) | frozenset(PINNED_MAPS.values())
 
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
 HDR = struct.Struct("<IHHHHIIIQQQII")      # struct w10g_eb_hdr
@@ -83,6 +86,10 @@ class NotBuilt(EbpfError):
 
 class NotLoaded(EbpfError):
     pass
+
+
+class UnsafePinDir(EbpfError, PermissionError):
+    """A pin directory (or pin) that another user made or can change: refused."""
 
 
 # -- checks --------------------------------------------------------------------------
@@ -329,6 +336,76 @@ def _locked(pin_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _unsafe_dir(st: os.stat_result) -> str | None:
+    """Why another user could change a directory with this lstat, or None."""
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != 0:
+        return f"belongs to uid {st.st_uid}, not root"
+    sticky = st.st_mode & stat.S_ISVTX
+    if st.st_mode & 0o002 and not sticky:
+        return "is writable by every user"
+    if st.st_mode & 0o020 and st.st_gid != 0 and not sticky:
+        return f"is writable by group {st.st_gid}"
+    return None
+
+
+def check_pin_dir(pin_dir: str) -> None:
+    """Refuse a pin directory that another user made or can change.
+
+    /sys/fs/bpf is world-writable on many systems (mode 1777): anyone may make a
+    directory or a symbolic link there. Root loading into a name another user made
+    would pin into a directory that user controls; worse, the clean-up that removes the
+    pins would follow a link to wherever it points (root unlinking the files of /etc).
+    So no component may be a symbolic link, every directory above must be root's and
+    writable by root only (or sticky, like /sys/fs/bpf, whose entries only their owner
+    may rename or remove), and the directory itself, when it exists, must be root's and
+    writable by root only. Raises UnsafePinDir saying what to do."""
+    pin_dir = os.path.abspath(pin_dir)
+    real = os.path.realpath(pin_dir)
+    if real != pin_dir:
+        raise UnsafePinDir(f"{pin_dir} goes through a symbolic link (it resolves to {real}): "
+                           "refused, since another user may have planted it; remove the "
+                           "link (after checking who made it) or give --pin-dir a real "
+                           "directory")
+    parts = pin_dir.strip("/").split("/")
+    for i in range(len(parts) + 1):
+        d = "/" + "/".join(parts[:i])
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            return                          # made by the loader, as root, 0700
+        why = _unsafe_dir(st)
+        if d == pin_dir and why is None and st.st_mode & 0o022:
+            why = "is writable by users other than root"
+        if why is not None:
+            what = "the pin directory" if d == pin_dir else "a directory above the pins"
+            raise UnsafePinDir(f"{d} ({what}) {why}: refused, since another user could "
+                               "put or replace what root pins and removes there; remove "
+                               "it after checking who made it (rm -r), or choose another "
+                               "--pin-dir")
+
+
+def open_pin(path: str) -> int:
+    """Open a pin for reading: not through a symbolic link, and only if root made it (a
+    reader must not take another user's object, or a FIFO, for web10g's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise UnsafePinDir(f"{path} is a symbolic link, not a pin root made: refused; "
+                           "have root check and remove it, then 'web10g ebpf load'") from None
+    st = os.fstat(fd)
+    if st.st_uid != 0 or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafePinDir(f"{path} is not a pin root made (owner uid {st.st_uid}, "
+                           f"mode {stat.filemode(st.st_mode)}): refused; have root check "
+                           "and remove it, then 'web10g ebpf load'")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def not_loaded_message(pin_dir: str) -> str:
     """Why ``pin_dir``/iter is missing, for the NotLoaded a reader raises: not loaded (or
     unloaded), or no BPF filesystem at all in this mount namespace (``ip netns exec``
@@ -373,7 +450,9 @@ def load(pin_dir: str = DEFAULT_PIN_DIR, *, full: bool = True, reader_group: str
         except KeyError:
             raise ValueError(f"no such group: {reader_group!r}") from None
     _ensure_bpffs(pin_dir)
+    check_pin_dir(pin_dir)
     with _locked(pin_dir):
+        check_pin_dir(pin_dir)
         if os.path.isdir(pin_dir) and not is_loaded(pin_dir):
             # what a loader killed half-way left behind (the reader is pinned first, so
             # no reader means no complete set): clear it instead of failing on EEXIST
@@ -427,7 +506,14 @@ def _load_locked(pin_dir: str, full: bool, gid: int | None) -> LoadResult:
         if obj is None:
             raise EbpfError(f"loading the accepted programs failed: {why}")
     try:
-        os.makedirs(pin_dir, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(pin_dir), mode=0o755, exist_ok=True)
+        try:
+            os.mkdir(pin_dir, 0o700)
+        except FileExistsError:
+            pass
+        # whoever won a race for the name (the parent may be world-writable), what is
+        # there now must be root's, or nothing is pinned into it
+        check_pin_dir(pin_dir)
         cg_fd = os.open(cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY)
         try:
             for g, progs, hook, how, pin in GROUPS:
@@ -511,15 +597,32 @@ _LINK_PINS = frozenset(pin for _g, _p, _b, how, pin in GROUPS if how != "iter")
 
 
 def _unload_locked(pin_dir: str) -> list[str]:
+    """Remove web10g's pins (OUR_PINS) from ``pin_dir``, and the directory when nothing
+    else is in it; the caller has run check_pin_dir(). Anything else there is left as it
+    is, with a warning: it is not ours to remove."""
     removed: list[str] = []
-    if not os.path.isdir(pin_dir):
+    try:
+        dfd = os.open(pin_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
         return removed
-    for name in sorted(os.listdir(pin_dir)):
-        if name in _LINK_PINS:
-            _detach(os.path.join(pin_dir, name))
-        os.unlink(os.path.join(pin_dir, name))
-        removed.append(name)
-    os.rmdir(pin_dir)
+    try:
+        names = os.listdir(dfd)
+        for name in sorted(n for n in names if n in OUR_PINS):
+            if name in _LINK_PINS:
+                _detach(os.path.join(pin_dir, name))
+            os.unlink(name, dir_fd=dfd)
+            removed.append(name)
+        others = sorted(set(names) - OUR_PINS)
+    finally:
+        os.close(dfd)
+    if others:
+        import warnings
+
+        warnings.warn(f"{pin_dir} also holds {', '.join(others)}, which web10g did not pin: "
+                      "left in place (and the directory with them)", RuntimeWarning,
+                      stacklevel=3)
+    else:
+        os.rmdir(pin_dir)
     return removed
 
 
@@ -529,16 +632,18 @@ def unload(pin_dir: str = DEFAULT_PIN_DIR) -> list[str]:
     pin_dir = os.path.abspath(pin_dir)
     if os.geteuid() != 0 and missing_capabilities():
         raise PermissionError(errno.EPERM, "unloading needs root (the pins are root's)")
-    if not os.path.exists(pin_dir):
+    if not os.path.lexists(pin_dir):
         return []
+    check_pin_dir(pin_dir)
     with _locked(pin_dir):
+        check_pin_dir(pin_dir)
         return _unload_locked(pin_dir)
 
 
 # -- reading the header / status ----------------------------------------------------------
 
 def _read_iter(path: str, limit: int | None = None) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_pin(path)
     try:
         chunks = []
         total = 0
