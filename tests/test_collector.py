@@ -780,3 +780,25 @@ def test_dataset_metadata_someone_else_planted_is_ignored_not_raised(tmp_path, r
     assert ds.count_rows() == 1
     assert isinstance(ds.metadata, dict)
     assert ds.units("rtt_us") == ""
+
+
+def test_a_partition_directory_planted_as_a_link_is_refused(tmp_path):
+    # a dataset root others can write (here: anyone): someone links the next partition
+    # level elsewhere, hoping a root collector writes its files there
+    from web10g.collector import parquet as pqw
+    root = tmp_path / "ds"
+    (root / "host=h").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    from web10g import mib
+    rows = np.zeros(3, mib.dtype(["SegsOut"], identity=True, timestamp=True))
+    rows["cid"] = [1, 2, 3]
+    rows["timestamp"] = time.time_ns()
+    day = time.strftime("%Y-%m-%d", time.gmtime(rows["timestamp"][0] / 1e9))
+    os.symlink(elsewhere, root / "host=h" / f"date={day}")
+    with pytest.raises(OSError, match="symbolic link, not a partition directory"):
+        pqw.write_dataset(iter([rows]), root, host="h", writer_id="t")
+    assert list(elsewhere.iterdir()) == []
+    os.unlink(root / "host=h" / f"date={day}")
+    files = pqw.write_dataset(iter([rows]), root, host="h", writer_id="t")
+    assert len(files) == 1 and pq.read_table(files[0].path).num_rows == 3

@@ -28,6 +28,7 @@ the files.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import functools
 import json
 import os
@@ -561,6 +562,31 @@ def partition_dir(root: str, host: str, t_ns: int) -> str:
     return os.path.join(root, f"host={host}", f"date={t:%Y-%m-%d}", f"hour={t:%H}")
 
 
+def make_partition_dir(root: str, host: str, t_ns: int) -> str:
+    """The partition directory for ``t_ns``, made if missing, every level of it a real
+    directory. The dataset root may be a link (the administrator's choice); a
+    ``host=``/``date=``/``hour=`` level that is a symbolic link was planted by someone
+    who can write the level above, and would have a root collector create its files
+    wherever the link points: refused."""
+    d = partition_dir(root, host, t_ns)
+    os.makedirs(root, exist_ok=True)
+    path = root
+    for part in os.path.relpath(d, root).split(os.sep):   # one level at a time: nothing
+        path = os.path.join(path, part)                   # is made through a link
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        if os.path.islink(path):
+            from web10g._files import UnsafeOutputError
+
+            raise UnsafeOutputError(errno.ELOOP, "is a symbolic link, not a partition "
+                                    "directory of this dataset (another user may have "
+                                    "planted it): remove it after checking where it "
+                                    "points", path)
+    return d
+
+
 def _fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -738,8 +764,7 @@ class DatasetWriter:
     def _open(self, schema: Any) -> None:
         pq = self._pa.parquet
         first = self._first_ns or self._window_ns   # same hour: files never span two
-        d = partition_dir(self.root, self.host, first)
-        os.makedirs(d, exist_ok=True)
+        d = make_partition_dir(self.root, self.host, first)
         self._seq += 1
         stamp = _utc(first).strftime("%Y%m%dT%H%M%S") + \
             f".{first // 1_000_000 % 1000:03d}Z"
