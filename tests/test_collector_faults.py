@@ -167,12 +167,19 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_restart_duplicates_nothing
     assert not t.duplicated(["cid", "timestamp", "final"]).any()
 
 
-def test_scrape_during_rotation_succeeds(tmp_path, flows):
+def serve_with_exporter(tmp_path, flows, rotate: str, host: str):
+    """A collector writing a dataset (rotating every ``rotate`` s) and serving metrics:
+    (the Serve, its metrics port, the dataset directory)."""
     mport = cu.free_port()
     ds = tmp_path / "ds"
     serve = cu.Serve(tmp_path, "--parquet", str(ds), "--interval", "0.05",
-                     "--rotate-seconds", "0.1", "--filter", flows.filter,
-                     "--prometheus", f"127.0.0.1:{mport}", "--host", "r")
+                     "--rotate-seconds", rotate, "--filter", flows.filter,
+                     "--prometheus", f"127.0.0.1:{mport}", "--host", host)
+    return serve, mport, ds
+
+
+def test_scrape_during_rotation_succeeds(tmp_path, flows):
+    serve, mport, ds = serve_with_exporter(tmp_path, flows, "0.1", "r")
     try:
         serve.wait_event("file_written", n=1)
         ok = 0
@@ -254,11 +261,7 @@ def test_sigterm_flushes_the_open_window(tmp_path, flows):
 
 def test_a_flood_of_idle_connections_is_bounded_and_the_collector_carries_on(tmp_path, flows):
     from web10g.collector.prometheus import MAX_CONNECTIONS
-    mport = cu.free_port()
-    ds = tmp_path / "ds"
-    serve = cu.Serve(tmp_path, "--parquet", str(ds), "--interval", "0.05",
-                     "--rotate-seconds", "0.2", "--filter", flows.filter,
-                     "--prometheus", f"127.0.0.1:{mport}", "--host", "f")
+    serve, mport, ds = serve_with_exporter(tmp_path, flows, "0.2", "f")
     idle: list[socket.socket] = []
     try:
         serve.wait_event("file_written", n=1)
