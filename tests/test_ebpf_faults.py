@@ -16,6 +16,7 @@ its own network namespaces; nothing asserts on speed.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -512,8 +513,29 @@ def test_a_reader_refuses_an_iterator_pin_root_did_not_make(pin_dir: str) -> Non
             _agent(pin_dir)
         os.unlink(os.path.join(pin_dir, "iter"))
         os.mkdir(os.path.join(pin_dir, "iter"))   # a directory named like the pin
-        with pytest.raises(L.UnsafePinDir, match="not a pin root made"):
+        with pytest.raises(L.UnsafePinDir, match="not a pin the loader made"):
             _agent(pin_dir)
         os.rmdir(os.path.join(pin_dir, "iter"))
     finally:
         os.rmdir(pin_dir)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="dropping to another user needs root and setpriv")
+def test_a_loader_with_the_capabilities_but_not_root_owns_its_pins(pin_dir: str) -> None:
+    # a service user given CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (not root): its pin
+    # directory is its own, and that is not "another user's"
+    caps = "+bpf,+perfmon,+net_admin"
+    code = ("import sys; from web10g.backends import ebpf_loader as L; "
+            "from web10g.backends.ebpf import EbpfAgent; p = sys.argv[1]; "
+            "L.load(p, full=False); a = EbpfAgent(pin_dir=p); "
+            "print(len(a.read_all(states='all')) >= 0, a.header['reader_uid']); a.close(); "
+            "print('iter' in L.unload(p))")
+    res = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         f"--inh-caps={caps}", f"--ambient-caps={caps}", sys.executable, "-c", code,
+         pin_dir], capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=ROOT), cwd="/")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", str(NOBODY), "True"], res.stdout
+    assert not os.path.exists(pin_dir)

@@ -336,12 +336,19 @@ def _locked(pin_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _trusted_uids() -> set[int]:
+    """Who may own the pin directory and what is above it: root, and the loader itself
+    (a service given CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN without being root)."""
+    return {0, os.geteuid()}
+
+
 def _unsafe_dir(st: os.stat_result) -> str | None:
     """Why another user could change a directory with this lstat, or None."""
     if not stat.S_ISDIR(st.st_mode):
         return "is not a directory"
-    if st.st_uid != 0:
-        return f"belongs to uid {st.st_uid}, not root"
+    if st.st_uid not in _trusted_uids():
+        return (f"belongs to uid {st.st_uid}, not root"
+                + (f" or this loader (uid {os.geteuid()})" if os.geteuid() else ""))
     sticky = st.st_mode & stat.S_ISVTX
     if st.st_mode & 0o002 and not sticky:
         return "is writable by every user"
@@ -387,19 +394,24 @@ def check_pin_dir(pin_dir: str) -> None:
 
 
 def open_pin(path: str) -> int:
-    """Open a pin for reading: not through a symbolic link, and only if root made it (a
-    reader must not take another user's object, or a FIFO, for web10g's)."""
+    """Open a pin for reading: not through a symbolic link, and only if root or the
+    owner of its directory (the loader) made it: a reader must not take another user's
+    object for web10g's."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
-        raise UnsafePinDir(f"{path} is a symbolic link, not a pin root made: refused; "
+        raise UnsafePinDir(f"{path} is a symbolic link, not a pin the loader made: refused; "
                            "have root check and remove it, then 'web10g ebpf load'") from None
     st = os.fstat(fd)
-    if st.st_uid != 0 or not stat.S_ISREG(st.st_mode):
+    try:
+        loader = os.lstat(os.path.dirname(path)).st_uid
+    except OSError:
+        loader = 0
+    if st.st_uid not in (0, loader) or not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise UnsafePinDir(f"{path} is not a pin root made (owner uid {st.st_uid}, "
+        raise UnsafePinDir(f"{path} is not a pin the loader made (owner uid {st.st_uid}, "
                            f"mode {stat.filemode(st.st_mode)}): refused; have root check "
                            "and remove it, then 'web10g ebpf load'")
     os.set_blocking(fd, True)
