@@ -61,7 +61,7 @@ FAMILY_INET6 = 10
 # The variables that hold a connection's sequence numbers. Knowing them lets a local user
 # inject data into the connection, and inet_diag never shows them: the ebpf backend
 # withholds them from readers other than root and the flow's owner, and every output
-# file that has one of them as a column is created readable by its owner only.
+# file that has one of them as a column is created unreadable by others (mode & 0640).
 SEQUENCE_VARS = frozenset(("SndUna", "SndNxt", "SndMax", "RcvNxt", "SndInitial",
                            "RecInitial"))
 IDENTITY_FIELDS = [

@@ -483,7 +483,7 @@ class RecordWriter:
                 raise ValueError(f"rows have {key} values other than the {want} "
                                  "declared in the file's metadata")
         if self._owns and not self._private:
-            # sequence numbers in the rows: the file becomes its owner's only
+            # sequence numbers in the rows: the file is closed to other users
             self._private = private_if_secret(self._f, names)
         k, n = len(rows), self.layout.total
         flags = np.zeros((k, n), bool) if masked is None else np.array(masked, bool)

@@ -317,7 +317,7 @@ class Recorder:
         # no symlink followed, nothing but a regular file replaced (web10g._files)
         self._fh = create_output(path, overwrite=True)  # closed in close()
         # every variable of the backend is in the replies: sequence numbers too (estats,
-        # ebpf) make the file its owner's only
+        # ebpf) close the file to other users
         backend = getattr(agent, "backend", None)
         private_if_secret(self._fh, [v.name for v in mib.variables(backend=backend)]
                           if backend in mib.BACKENDS else mib.SEQUENCE_VARS)

@@ -132,7 +132,7 @@ def main(argv=None, prog="web10g-convert") -> int:
         with create_output(args.output, overwrite=True) as out:
             for rows in _samples(args.input, vars_):
                 total += len(rows)
-                if writer is None:           # sequence numbers: the file is its owner's
+                if writer is None:           # sequence numbers: none for others
                     private_if_secret(out, rows.dtype.names)
                 if fmt == "csv":
                     cols = [(n, _format.KIND_ADDR if n in ("local_addr", "rem_addr")

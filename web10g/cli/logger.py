@@ -133,7 +133,7 @@ def main(argv=None, prog="web10g-logger") -> int:
                             v for v in agent.variables() if v.name in set(names)]
                         columns = [(v.name, _format.kind_of(rows.dtype.fields[v.name][0]))
                                    for v in variables]
-                        if args.output:   # sequence numbers in our file: owner only
+                        if args.output:   # sequence numbers: none for others
                             private_if_secret(out, rows.dtype.names)
                     missing = reported.missing(rows, [n for n, _ in columns]
                                                if not args.json else None)

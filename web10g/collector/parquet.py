@@ -781,7 +781,7 @@ class DatasetWriter:
         except OSError:
             self._tmp = None  # not ours: _fail() must not remove what is at that name
             raise
-        private_if_secret(fh, schema.names)     # sequence numbers: owner only
+        private_if_secret(fh, schema.names)     # sequence numbers: none for others
         try:
             self._writer = pq.ParquetWriter(
                 fh, schema, **writer_options(schema, self.compression_level))
@@ -1030,7 +1030,7 @@ def write_file(samples: Iterable[np.ndarray], path: str | os.PathLike, *, host: 
         # no symlink followed, nothing but a regular file replaced; the destination
         # appears only complete (atomic: a temporary name, renamed on close)
         out = create_output(path, overwrite=True, atomic=True)
-        private_if_secret(out, schema.names if schema is not None else ())  # seq: owner only
+        private_if_secret(out, schema.names if schema is not None else ())  # seq: not others
         return pa.parquet.ParquetWriter(out, schema, **writer_options(schema, **kw))
 
     try:
