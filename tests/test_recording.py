@@ -113,14 +113,26 @@ def test_damaged_and_truncated_recordings(tmp_path, flows):
     with pytest.raises(RecordingError, match="cut short") as ei:
         rp.read_all()
     assert ei.value.offset > 12
-    bad = bytearray(data)
-    bad[-40] ^= 0xFF
-    (tmp_path / "bad.w10g").write_bytes(bytes(bad))
-    rp = ReplayAgent(tmp_path / "bad.w10g")
-    rp.read_all()
-    rp.read_all()
-    with pytest.raises(RecordingError, match="offset"):
+    # the last frame: where its head starts (frames follow the header back to back)
+    from web10g.recording import FRAME
+    off = 12 + int.from_bytes(data[8:12], "little")
+    heads = []
+    while off < len(data):
+        heads.append(off)
+        off += FRAME.size + FRAME.unpack_from(data, off)[5]
+    last = heads[-1]
+    # one flipped bit in its sample time (format 4: under the frame's CRC), one in its
+    # stored bytes: both found, after the two frames before it were read
+    for where in (last + 4, last + FRAME.size + 1):
+        bad = bytearray(data)
+        bad[where] ^= 0x01
+        (tmp_path / "bad.w10g").write_bytes(bytes(bad))
+        rp = ReplayAgent(tmp_path / "bad.w10g")
         rp.read_all()
+        rp.read_all()
+        with pytest.raises(RecordingError, match="offset") as ei:
+            rp.read_all()
+        assert ei.value.offset == last
     (tmp_path / "junk").write_bytes(b"not a recording at all")
     with pytest.raises(RecordingError, match="magic"):
         ReplayAgent(tmp_path / "junk")

@@ -78,6 +78,21 @@ def assemble(header: bytes, frames: bytes) -> bytes:
     return MAGIC + struct.pack("<I", len(header)) + header + frames
 
 
+def format3_frames(frames: bytes) -> bytes:
+    """The same frames as format 3 wrote them: each CRC over the raw bytes only (codec
+    none or zlib, no difference frames)."""
+    out, off = [], 0
+    while off < len(frames):
+        magic, codec, flags, t_ns, raw_len, n, _crc = recording.FRAME.unpack_from(frames, off)
+        assert flags == 0 and codec in (recording.CODEC_NONE, recording.CODEC_ZLIB)
+        stored = frames[off + recording.FRAME.size:off + recording.FRAME.size + n]
+        raw = stored if codec == recording.CODEC_NONE else zlib.decompress(stored)
+        out.append(recording.FRAME.pack(magic, codec, flags, t_ns, raw_len, n,
+                                        zlib.crc32(raw)) + stored)
+        off += recording.FRAME.size + n
+    return b"".join(out)
+
+
 def v1_header(header: bytes) -> dict:
     """The same header as a format-1 file had it (no checksum)."""
     h = json.loads(header)
@@ -137,11 +152,11 @@ def test_new_recordings_carry_a_header_checksum_and_old_ones_still_read(
         sockdiag_recording, sockdiag_plain, tmp_path):
     header, frames = parts(sockdiag_recording)
     h = json.loads(header)
-    assert h["format"] == recording.FORMAT == 3
+    assert h["format"] == recording.FORMAT == 4
     assert list(h)[-1] == "header_crc32"
     header, frames = parts(sockdiag_plain)
     old = tmp_path / "v1.w10g"
-    old.write_bytes(assemble(json.dumps(v1_header(header)).encode(), frames))
+    old.write_bytes(assemble(json.dumps(v1_header(header)).encode(), format3_frames(frames)))
     with web10g.open(replay=sockdiag_plain) as a, web10g.open(replay=old) as b:
         for x, y in zip(a.samples_iter(), b.samples_iter()):
             assert x.tobytes() == y.tobytes()
@@ -166,8 +181,8 @@ def test_new_recordings_carry_a_header_checksum_and_old_ones_still_read(
     ("tables", None, "'tables': expected a list of 6 lists"),
     ("family_id", 1 << 40, "'family_id': expected an integer from 0 to 65535"),
     ("usec_mult", 7, "'usec_mult': expected one of 1, 1000, got int 7"),
-    ("format", 4, "'format': expected one of 1, 2, 3, got int 4"),
-    ("format", True, "'format': expected one of 1, 2, 3, got bool True"),
+    ("format", 5, "'format': expected one of 1, 2, 3, 4, got int 5"),
+    ("format", True, "'format': expected one of 1, 2, 3, 4, got bool True"),
     ("backend", "replay", "'backend': expected one of 'estats', 'sock_diag'"),
     ("host", ["h"], "'host': expected a string"),
     ("created_ns", -1, "'created_ns': expected an integer from 0 to"),
@@ -350,8 +365,14 @@ def _zstd_bomb(*, content_size: bool) -> bytes:
     return b"".join([obj.compress(chunk) for _ in range(BOMB_BYTES >> 20)] + [obj.flush()])
 
 
-def _frame(codec: int, stored: bytes, raw_len: int, crc: int = 0) -> bytes:
-    return FRAME.pack(b"FR", codec, 0, 1, raw_len, len(stored), crc) + stored
+def _frame(codec: int, stored: bytes, raw_len: int, crc: int = 0,
+           raw: bytes | None = None) -> bytes:
+    """A frame head and ``stored``; with ``raw``, the format-4 CRC of head and raw."""
+    head = FRAME.pack(b"FR", codec, 0, 1, raw_len, len(stored), crc)
+    if raw is not None:
+        head = FRAME.pack(b"FR", codec, 0, 1, raw_len, len(stored),
+                          recording._frame_check(head, raw))
+    return head + stored
 
 
 _MEASURE = textwrap.dedent("""
@@ -443,17 +464,15 @@ def test_short_and_trailing_compressed_frames(sockdiag_recording, tmp_path):
     for codec, stored in ((recording.CODEC_ZLIB, zlib.compress(raw)),
                           (recording.CODEC_ZSTD, zstandard.ZstdCompressor().compress(raw))):
         # claims one byte more than it holds: the length check still applies
-        path.write_bytes(assemble(header, _frame(codec, stored, len(raw) + 1,
-                                                 zlib.crc32(raw))))
+        path.write_bytes(assemble(header, _frame(codec, stored, len(raw) + 1, raw=raw)))
         with pytest.raises(RecordingError, match="checksum does not match"):
             list(Recording(path).frames())
         # exactly right: read
-        path.write_bytes(assemble(header, _frame(codec, stored, len(raw), zlib.crc32(raw))))
+        path.write_bytes(assemble(header, _frame(codec, stored, len(raw), raw=raw)))
         ((t, dgrams, times),) = list(Recording(path).frames())
         assert dgrams == [b"abcd"] and times == [7]
         # one byte less than it holds
-        path.write_bytes(assemble(header, _frame(codec, stored, len(raw) - 1,
-                                                 zlib.crc32(raw))))
+        path.write_bytes(assemble(header, _frame(codec, stored, len(raw) - 1, raw=raw)))
         with pytest.raises(RecordingError, match="inflates past"):
             list(Recording(path).frames())
 
@@ -670,21 +689,35 @@ def test_difference_frames_are_refused_out_of_place(estats_recording, sockdiag_p
     with pytest.raises(RecordingError, match="no frame before it"):
         list(Recording(path).frames())
     # flags a format-2 reader never wrote, or that no format has: damaged
-    h = json.loads(header)
+    pheader, pframes = parts(sockdiag_plain)
+    h = json.loads(pheader)
     h["format"] = 2
     old = recording._encode_header(h)
-    path = _with_frames(tmp_path, old, fr, "v2.w10g")
+    pf2 = _split_frames(format3_frames(pframes))        # format 2's CRC: the raw bytes
+    path = _with_frames(tmp_path, old, [pf2[0], _flags(pf2[1], recording.FLAG_DELTA)],
+                        "v2.w10g")
     with pytest.raises(RecordingError, match="no frame starts here") as ei:
         list(Recording(path).frames())
-    assert ei.value.offset == 12 + len(old) + len(fr[0])
+    assert ei.value.offset == 12 + len(old) + len(pf2[0])
     path = _with_frames(tmp_path, header, [fr[0], _flags(fr[1], 0x80 | 1)], "bits.w10g")
     with pytest.raises(RecordingError, match="no frame starts here"):
         list(Recording(path).frames())
-    # a plain frame is a difference that pairs no message: flagged, it reads the same
+    # a plain frame flagged as a difference: the flag is under the frame's checksum
+    # (format 4), so the flipped bit is found
     pheader, pframes = parts(sockdiag_plain)
     pf = _split_frames(pframes)
     path = _with_frames(tmp_path, pheader, [pf[0], _flags(pf[1], recording.FLAG_DELTA)],
                         "plain-as-delta.w10g")
+    with pytest.raises(RecordingError, match="checksum does not match"):
+        list(Recording(path).frames())
+    # as format 3 wrote it (the CRC over the raw bytes only): such a frame is a difference
+    # that pairs no message, and reads the same
+    h = json.loads(pheader)
+    h["format"] = 3
+    v3 = recording._encode_header(h)
+    pf3 = _split_frames(format3_frames(pframes))
+    path = _with_frames(tmp_path, v3, [pf3[0], _flags(pf3[1], recording.FLAG_DELTA)],
+                        "plain-as-delta-v3.w10g")
     assert [f[1] for f in Recording(path).frames()] == \
         [f[1] for f in Recording(sockdiag_plain).frames()]
 

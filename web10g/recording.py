@@ -15,7 +15,8 @@ File layout (all integers little-endian; docs/recording-format.md):
     b"FR", u8 codec (0 none, 1 zlib, 2 zstd), u8 flags (format 3: bit 0 = the stored
     bytes are the difference from the previous frame's raw bytes, csrc/w10g_delta.h; 0
     before), i64 sample time (ns since the epoch), u32 raw length, u32 stored length,
-    u32 CRC-32 of the raw bytes, stored bytes.
+    u32 CRC-32 (format 4: of the head's 20 bytes before it, then of the raw bytes;
+    before, of the raw bytes only), stored bytes.
     Raw bytes = the sample's datagrams, each as u32 length, i64 receive time (ns), bytes.
 
 A damaged or truncated file is read up to the damage; the error names the offset.
@@ -61,10 +62,10 @@ CODEC_NONE, CODEC_ZLIB, CODEC_ZSTD = 0, 1, 2
 #: frame flag (format 3): stored = the difference from the previous frame (_delta)
 FLAG_DELTA = 1
 _QUEUE_SAMPLES = 32     # samples waiting for the compressor before sample() waits
-#: the header format this module writes; 1 (no header_crc32) and 2 (no frame flags)
-#: are still read
-FORMAT = 3
-FORMATS = (1, 2, 3)
+#: the header format this module writes; 1 (no header_crc32), 2 (no frame flags) and 3
+#: (the frame CRC covers the raw bytes only, not the frame head) are still read
+FORMAT = 4
+FORMATS = (1, 2, 3, 4)
 #: the largest header a reader accepts (an estats INIT header is about 5 KB)
 MAX_HEADER_BYTES = 1 << 20
 #: the largest raw frame (one sample's replies) a reader accepts and a Recorder writes
@@ -86,7 +87,7 @@ def _zstd() -> Any:
     return zstandard
 
 
-def _frame_crc32() -> Callable[[Any], int]:
+def _frame_crc32() -> Callable[..., int]:
     """CRC-32 (zlib's polynomial) for frames: ISA-L's when the isal package is there.
 
     A sample of 20,000 flows is ~10 MB of replies; zlib's table-driven crc32 takes
@@ -100,6 +101,14 @@ def _frame_crc32() -> Callable[[Any], int]:
 
 
 _crc32 = _frame_crc32()
+_CRC_AT = FRAME.size - 4        # the frame head's CRC field comes last
+
+
+def _frame_check(head: bytes, raw: Any) -> int:
+    """A format-4 frame's CRC: over the head before the CRC field (codec, flags, time,
+    lengths), then the raw bytes. Format 3 covered the raw bytes only, so a damaged
+    sample time went unnoticed."""
+    return _crc32(raw, _crc32(head[:_CRC_AT]))
 
 
 def _split(raw: bytes | memoryview, offset: int) -> tuple[list[bytes], list[int]]:
@@ -359,8 +368,9 @@ class Recorder:
                         self.delta_frames += 1
                 stored = self._compress(data)
                 del data
-                self._fh.write(FRAME.pack(b"FR", self._codec, flags, t_ns, len(raw),
-                                          len(stored), _crc32(raw)) + stored)
+                head = FRAME.pack(b"FR", self._codec, flags, t_ns, len(raw), len(stored), 0)
+                crc = _frame_check(head, raw)
+                self._fh.write(head[:_CRC_AT] + struct.pack("<I", crc) + stored)
                 self.stored_bytes += FRAME.size + len(stored)
                 if self._delta:                 # the next frame is stored against it
                     raw, self._prev = self._prev, raw
@@ -544,6 +554,7 @@ class Recording:
         RecordingError after every frame before it has been yielded."""
         zstd = _zstd()
         allowed = FLAG_DELTA if self.header["format"] >= 3 else 0
+        head_checked = self.header["format"] >= 4
         prev: Any = None                        # the last frame's raw bytes
         bufs, k = [bytearray(), bytearray()], 0
         with open(self.path, "rb") as fh:
@@ -595,7 +606,8 @@ class Recording:
                         raise RecordingError("a difference frame does not fit the frame "
                                              "before it (damaged)", offset)
                     raw = memoryview(bufs[k])[:raw_len]
-                if len(raw) != raw_len or _crc32(raw) != crc:
+                if len(raw) != raw_len or (_frame_check(head, raw) if head_checked
+                                           else _crc32(raw)) != crc:
                     raise RecordingError("a frame's checksum does not match (damaged)", offset)
                 split = _split(raw, offset)
                 prev = raw if allowed else None     # the next frame may be stored against it

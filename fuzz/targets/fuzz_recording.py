@@ -5,8 +5,8 @@ the recording backend's decoders over every sample), ten times slower per input.
 Input: [mode][file]. mode bits:
   0    fix the checksums: the header is re-encoded with its header_crc32 when it is a
        JSON object, and each frame's raw length and CRC are set from its (decompressed)
-       bytes, so that mutations reach the frame parser and the C decoders behind the
-       replay instead of stopping at a checksum
+       bytes (and, from format 4, its head), so that mutations reach the frame parser
+       and the C decoders behind the replay instead of stopping at a checksum
   3    replay: every variable (else a few of each backend, which keeps the row type
        small: building a full one costs more than decoding a sample)
 The file is written to a private file in /dev/shm (Recording takes a path).
@@ -46,6 +46,8 @@ def _fix(recording, body: bytes) -> bytes:
             pass
     out = [body[:8], struct.pack("<I", len(raw)), raw]
     F = recording.FRAME
+    head_checked = isinstance(header, dict) and isinstance(header.get("format"), int) \
+        and header["format"] >= 4
     off = 0
     while off + F.size <= len(rest):
         magic, codec, pad, t_ns, raw_len, stored_len, crc = F.unpack_from(rest, off)
@@ -66,6 +68,9 @@ def _fix(recording, body: bytes) -> bytes:
                 data = None
             if data is not None:
                 raw_len, crc = len(data), zlib.crc32(data)
+                if head_checked:            # format 4: the CRC covers the frame head too
+                    crc = recording._frame_check(
+                        F.pack(magic, codec, pad, t_ns, raw_len, stored_len, 0), data)
         out.append(F.pack(magic, codec, pad, t_ns, raw_len, stored_len, crc))
         out.append(stored)
         off += F.size + len(stored)
