@@ -761,6 +761,19 @@ def test_serve_help_and_bad_config_exit_1(tmp_path):
     r = subprocess.run([sys.executable, "-m", "web10g", "serve"], capture_output=True,
                        text=True, env=cu.env(), cwd=str(cu.ROOT))
     assert r.returncode == 1 and "no sink" in r.stderr
+    # a config that is no config: refused with what it is, not read without end
+    not_toml = tmp_path / "passwd"
+    not_toml.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe")
+    for path, says in (("/dev/zero", "/dev/zero: more than 1,048,576 bytes"),
+                       (str(not_toml), f"{not_toml}: not valid TOML"),
+                       (str(binary), f"{binary}: not UTF-8 text")):
+        r = subprocess.run([sys.executable, "-m", "web10g", "serve", "--config", path],
+                           capture_output=True, text=True, env=cu.env(), cwd=str(cu.ROOT),
+                           timeout=60)
+        assert r.returncode == 1 and says in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("raw", [b"[" * 200_000, b"not json", b'"a string"',

@@ -87,6 +87,9 @@ class Config:
         return self
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def _toml_load(path: str) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
@@ -97,7 +100,21 @@ def _toml_load(path: str) -> dict[str, Any]:
             raise ImportError("reading a TOML config on Python 3.10 needs tomli: "
                               "pip install 'web10g[collector]'") from None
     with open(path, "rb") as fh:
-        return tomllib.load(fh)
+        # a config is a few hundred bytes: /dev/zero or a wrong path to a huge file is
+        # refused, not read until memory runs out
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: more than {MAX_CONFIG_BYTES:,} bytes; not a web10g serve "
+                         "config (a TOML file of a few lines)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "a config is a TOML file") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
 
 
 def from_toml(path: str) -> dict[str, Any]:
