@@ -71,7 +71,7 @@ def test_child_process(child):
     assert pids[0] == proc.pid and owners.commands[cmds[0]] == "w10g-child-long"
 
 
-def test_shared_socket_goes_to_the_lowest_pid():
+def test_shared_socket_goes_to_the_oldest_process():
     s = socket.socket()
     try:
         # The child inherits the descriptor: two processes hold one socket.
@@ -86,7 +86,8 @@ def test_shared_socket_goes_to_the_lowest_pid():
             assert both
             owners = socket_owners([ino(s)])
             assert len(owners) == 1
-            assert owners.pid_of(ino(s)) == min(os.getpid(), p.pid)
+            # the parent started first, whatever the pids (they wrap around)
+            assert owners.pid_of(ino(s)) == os.getpid()
         finally:
             p.stdin.close()
             p.wait(10)
@@ -222,6 +223,39 @@ def test_processes_vanishing_or_hiding_mid_walk(tmp_path, monkeypatch):
     owners = socket_owners(proc=str(tmp_path))
     assert owners.inodes.tolist() == [5000]
     assert owners.pid_of(5000) == 100 and owners.command_of(5000) is None
+
+
+def _stat(pid: int, ppid: int, start: int, name: str = "x") -> str:
+    # proc(5) fields 1-22 (starttime last), the name with ") " inside as a process may set
+    return (f"{pid} ({name}) S {ppid} 1 1 0 -1 4194560 5 0 0 0 1 2 0 0 20 0 1 0 {start} "
+            "1000 100 18446744073709551615\n")
+
+
+def test_shared_socket_goes_to_the_oldest_holder(tmp_path):
+    def proc(pid: int, inode: int, stat: str | None) -> None:
+        (tmp_path / str(pid) / "fd").mkdir(parents=True)
+        os.symlink(f"socket:[{inode}]", tmp_path / str(pid) / "fd" / "3")
+        (tmp_path / str(pid) / "status").write_text(f"Name:\tp{pid}\n")
+        if stat is not None:
+            (tmp_path / str(pid) / "stat").write_text(stat)
+
+    # pids wrapped: the child (100) forked after its parent (30000) has the lower pid
+    proc(30000, 8000, _stat(30000, 1, 1000, "srv) R 7 (x"))
+    proc(100, 8000, _stat(100, 30000, 5000))
+    # started in the same clock tick: the parent (300) over its child (200)
+    proc(200, 9000, _stat(200, 300, 7000))
+    proc(300, 9000, _stat(300, 1, 7000))
+    # no parent among them: the lower pid; a holder whose stat is gone comes last
+    proc(401, 9500, _stat(401, 1, 7000))
+    proc(402, 9500, _stat(402, 1, 7000))
+    proc(400, 9500, None)
+    # one process holding it twice is not shared
+    (tmp_path / "30000" / "fd" / "4").symlink_to("socket:[8000]")
+    owners = socket_owners(proc=str(tmp_path))
+    assert owners.inodes.tolist() == [8000, 9000, 9500]
+    assert owners.pids.tolist() == [30000, 300, 401]
+    assert [owners.command_of(i) for i in (8000, 9000, 9500)] == ["p30000", "p300", "p401"]
+    assert procfs._start_and_parent(str(tmp_path / "30000")) == (1000, 1)
 
 
 def test_missing_procfs_is_a_clear_error(tmp_path):

@@ -28,6 +28,7 @@ __all__ = ["OwnerMap", "socket_owners"]
 _SKIP = (FileNotFoundError, PermissionError, ProcessLookupError)
 
 _PREFIX = "socket:["
+_STAT_READ = 1024  # /proc/PID/stat: field 22 comes well within this
 _NAME_READ = 256  # "Name:\t" + 15 chars, each escaped at most to 2 (\n, \\): well within
 
 
@@ -37,7 +38,11 @@ class OwnerMap:
     ``inodes`` (sorted, unique, uint64), ``pids`` (int32) and ``command_ids`` (int32, index
     into ``commands``, -1 when the name could not be read) are parallel arrays. A socket
     held by several processes (inherited across fork, or passed over a unix socket) is
-    attributed to the LOWEST pid among them, which usually is the parent that created it.
+    attributed to the OLDEST of them (the earliest start time in ``/proc/PID/stat``), which
+    usually is the process that created it; when two started in the same clock tick, to
+    the one that is the other's parent, then to the lower pid. (Not simply the lowest
+    pid: once pids wrap around, a child forked now can have a lower pid than its parent,
+    and any child holds all of its parent's descriptors between fork() and exec().)
     ``commands`` holds each process name once (``Name:`` of ``/proc/PID/status``, at most
     15 characters, with the kernel's escapes such as ``\\n`` left in).
     """
@@ -142,13 +147,13 @@ def _socket_inodes(fd_dir: str) -> list[int]:
     return [int(link[8:-1]) for link in links if link.startswith(_PREFIX)]
 
 
-def _read_small(path: str) -> bytes | None:
+def _read_small(path: str, size: int = _NAME_READ) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except _SKIP:
         return None
     try:
-        return os.read(fd, _NAME_READ)
+        return os.read(fd, size)
     except _SKIP:
         return None
     finally:
@@ -169,6 +174,31 @@ def _process_name(pid_dir: str) -> str | None:
     if data:
         return data.split(b"\n", 1)[0].decode("utf-8", "replace")
     return None
+
+
+def _start_and_parent(pid_dir: str) -> tuple[int, int] | None:
+    """(start time in clock ticks after boot, parent pid) from ``stat``; None if gone."""
+    data = _read_small(f"{pid_dir}/stat", _STAT_READ)
+    if not data:
+        return None
+    # The name, in parentheses, may itself contain ") ": the fields follow the last ")".
+    # After it: state, ppid, ... starttime is the 20th (field 22 of proc(5)).
+    rest = data[data.rfind(b")") + 1:].split()
+    try:
+        return int(rest[19]), int(rest[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _oldest(pids: list[int], proc: str) -> int:
+    """Which of several processes holding one socket it is attributed to (OwnerMap)."""
+    info = {p: _start_and_parent(f"{proc}/{p}") for p in pids}
+    never = float("inf")  # exited since the walk, or hidden: last choice
+    start = {p: (never if i is None else i[0]) for p, i in info.items()}
+    first = min(start.values())
+    tied = [p for p in pids if start[p] == first]
+    parents = {info[p][1] for p in tied if info[p] is not None}
+    return min(tied, key=lambda p: (p not in parents, p))
 
 
 def _as_set(inodes: np.ndarray | Iterable[int]) -> set[int]:
@@ -224,14 +254,24 @@ def socket_owners(inodes: np.ndarray | Iterable[int] | None = None, *,
     ino = np.fromiter(itertools.chain.from_iterable(chunks), np.uint64, total)
     pid = np.repeat(np.asarray(pids, np.int32), counts)
     cid = np.repeat(np.asarray(name_ids, np.int32), counts)
-    # Sort by inode, then pid: the first row of each inode is its lowest-pid owner (and
-    # duplicates from dup()ed descriptors collapse too).
+    # Sort by inode, then pid: one group of rows per inode (duplicates from dup()ed
+    # descriptors land side by side).
     order = np.lexsort((pid, ino))
     ino, pid, cid = ino[order], pid[order], cid[order]
     first = np.empty(total, bool)
     first[0] = True
     np.not_equal(ino[1:], ino[:-1], out=first[1:])
-    return OwnerMap(ino[first], pid[first], cid[first], list(names))
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], total)
+    out_pid, out_cid = pid[starts], cid[starts]
+    # Inodes held by more than one process (rare: inherited or passed sockets) go to the
+    # oldest holder; stat is read for those processes only.
+    for g in np.flatnonzero(pid[ends - 1] != pid[starts]).tolist():
+        s, e = int(starts[g]), int(ends[g])
+        holders = sorted(set(pid[s:e].tolist()))
+        row = s + int(np.flatnonzero(pid[s:e] == _oldest(holders, proc))[0])
+        out_pid[g], out_cid[g] = pid[row], cid[row]
+    return OwnerMap(ino[starts], out_pid, out_cid, list(names))
 
 
 def owners_of(inodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
