@@ -104,9 +104,12 @@ def build_floor(tmpdir: str) -> str:
 class FloorServer:
     """dump_floor in interactive mode: one socket, one process, a dump on request."""
 
-    def __init__(self, exe: str, states: int = STATES) -> None:
-        self.proc = subprocess.Popen([exe, "-i", "-s", hex(states)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+    def __init__(self, exe: str, states: int = STATES, families: str = "0") -> None:
+        # families "0": both in one walk (what read_all sends); "46": one
+        # SOCK_DIAG_BY_FAMILY dump per family (what ss sends)
+        self.proc = subprocess.Popen([exe, "-i", "-s", hex(states), "-f", families],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     bufsize=1)
 
     def run(self, ext: int, iterations: int = 1, states: int | None = None) -> dict:
         assert self.proc.stdin and self.proc.stdout
