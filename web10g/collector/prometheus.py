@@ -27,6 +27,7 @@ sample and format).
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -964,7 +965,9 @@ class _Registry:
             yield from s()
 
 
-#: Connections the exporter serves at once; more are closed as they arrive.
+#: Connections the exporter serves at once. Past it, a new connection takes the place of
+#: the one that has waited longest for a request (idle, or sending its request slowly);
+#: when every one is busy answering, the new one is closed.
 MAX_CONNECTIONS = 64
 #: Seconds a connection may sit idle (or stall mid-request) before it is closed.
 IDLE_TIMEOUT_S = 30.0
@@ -986,7 +989,10 @@ class Exporter:
         self.log = log
         self.scrapes = 0
         self.connections = 0            # open now (each has its thread)
-        self.refused = 0                # closed at once: MAX_CONNECTIONS were open
+        self.refused = 0                # closed at once: MAX_CONNECTIONS were busy
+        self.evicted = 0                # closed to make room: waited longest for a request
+        # connections waiting for a request (idle, or mid-request) -> since when
+        self._waiting: dict[Any, float] = {}
         self._cache: dict[str, tuple[int, bytes]] = {}
         self._lock = threading.Lock()
         self._conn_lock = threading.Lock()
@@ -998,7 +1004,12 @@ class Exporter:
             # longer than a scraper's usual keep-alive gap between scrapes (15 s)
             timeout = IDLE_TIMEOUT_S
 
+            def handle_one_request(self) -> None:
+                exporter._wait(self.connection)
+                super().handle_one_request()
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                exporter._busy(self.connection)     # the request is in: not evictable
                 path = self.path.split("?", 1)[0]
                 if path not in ("/metrics", "/"):
                     self.send_error(404)
@@ -1032,20 +1043,46 @@ class Exporter:
             request_queue_size = MAX_CONNECTIONS
 
             def process_request(self, request: Any, client_address: Any) -> None:
+                evicted = False
                 with exporter._conn_lock:   # not _lock: a render must not delay accepts
                     full = exporter.connections >= MAX_CONNECTIONS
+                    if full and exporter._waiting:
+                        # Room from the connection that has waited longest for a
+                        # request: else a local user holding MAX_CONNECTIONS connections
+                        # that dribble a byte now and then (each under the idle timeout)
+                        # would lock the scraper out for as long as they like. A scrape
+                        # sends its request at once, so it is served before it could be
+                        # the oldest waiter.
+                        victim = min(exporter._waiting, key=exporter._waiting.__getitem__)
+                        del exporter._waiting[victim]
+                        with contextlib.suppress(OSError):
+                            # under the lock: shutdown_request unregisters a connection
+                            # (under it too) before closing it, so this is never
+                            # another socket that reused the descriptor
+                            victim.shutdown(socket.SHUT_RDWR)
+                        exporter.evicted += 1
+                        evicted, full = exporter.evicted == 1, False
                     if full:
                         exporter.refused += 1
                     else:
                         exporter.connections += 1
+                        exporter._waiting[request] = time.monotonic()
+                if evicted and exporter.log is not None:
+                    exporter.log.warning(
+                        "exporter_connections_evicted", limit=MAX_CONNECTIONS,
+                        client=str(client_address[0]),
+                        hint="more connections than the exporter serves at once: the one "
+                             "idle longest is closed for each new one "
+                             "(web10g_exporter_connections_evicted_total)")
                 if full:
                     self.shutdown_request(request)
                     if exporter.refused == 1 and exporter.log is not None:
                         exporter.log.warning(
                             "exporter_connections_refused", limit=MAX_CONNECTIONS,
                             client=str(client_address[0]),
-                            hint="more connections than the exporter serves at once: "
-                                 "they are closed (web10g_exporter_connections_refused_total)")
+                            hint="more connections than the exporter serves at once, all "
+                                 "busy: new ones are closed "
+                                 "(web10g_exporter_connections_refused_total)")
                     return
                 try:
                     super().process_request(request, client_address)
@@ -1059,6 +1096,10 @@ class Exporter:
                 finally:
                     exporter._closed_one()
 
+            def shutdown_request(self, request: Any) -> None:
+                exporter._busy(request)             # before the descriptor is closed
+                super().shutdown_request(request)
+
         self.server = Server((host, port), Handler)
         self.address = self.server.server_address[:2]
         self._thread = threading.Thread(target=self.server.serve_forever,
@@ -1068,6 +1109,15 @@ class Exporter:
     def _closed_one(self) -> None:
         with self._conn_lock:
             self.connections -= 1
+
+    def _wait(self, conn: Any) -> None:
+        """conn now waits for a request: the oldest waiter makes room for a newcomer."""
+        with self._conn_lock:
+            self._waiting[conn] = time.monotonic()
+
+    def _busy(self, conn: Any) -> None:
+        with self._conn_lock:
+            self._waiting.pop(conn, None)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The body and content type for a scrape's Accept header (cached per sample)."""

@@ -324,8 +324,11 @@ class Collector:
             gauge("web10g_exporter_connections", "HTTP connections open to the exporter",
                   self.exporter.connections)
             counter("web10g_exporter_connections_refused", "Connections closed on arrival "
-                    "because the exporter already served its most at once",
+                    "because the exporter already served its most at once, all busy",
                     self.exporter.refused)
+            counter("web10g_exporter_connections_evicted", "Connections closed to make "
+                    "room for a new one: they had waited longest for a request",
+                    self.exporter.evicted)
         labels = h + ["sink"]
         fams: dict[str, Any] = {
             "dropped": CounterMetricFamily(
