@@ -358,6 +358,37 @@ def test_slow_requests_holding_every_slot_do_not_lock_out_a_scrape(monkeypatch):
         ex.close()
 
 
+def test_request_heads_are_bounded():
+    # http.server alone reads 100 header lines of 64 KiB each: 6.5 MB held per connection
+    from web10g.collector import prometheus as prom
+    ex = prom.Exporter("127.0.0.1:0", [], lambda: 0)
+    try:
+        def ask(head: bytes) -> bytes:
+            c = socket.create_connection(ex.address[:2], timeout=10)
+            try:
+                c.sendall(head)
+                reply = b""
+                while chunk := c.recv(65536):
+                    reply += chunk
+                return reply
+            except ConnectionResetError:
+                return reply
+            finally:
+                c.close()
+
+        fat = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 8000) for i in range(10))
+        reply = ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + fat + b"\r\n")
+        assert reply.startswith(b"HTTP/1.0 431") or reply.startswith(b"HTTP/1.1 431"), reply[:40]
+        long_line = b"GET /" + b"a" * (prom.MAX_REQUEST_HEAD + 10) + b" HTTP/1.1\r\n\r\n"
+        assert b" 200 " not in ask(long_line)[:20]
+        # a scrape's head is well within the bound, and a connection serves several
+        ok = ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n"
+                 b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert ok.count(b"HTTP/1.1 200") == 2, ok[:200]
+    finally:
+        ex.close()
+
+
 def test_an_idle_connection_is_closed_after_the_idle_timeout(monkeypatch):
     from web10g.collector import prometheus as prom
     monkeypatch.setattr(prom, "IDLE_TIMEOUT_S", 0.3)

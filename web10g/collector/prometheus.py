@@ -28,6 +28,7 @@ sample and format).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import threading
 import time
@@ -971,6 +972,30 @@ class _Registry:
 MAX_CONNECTIONS = 64
 #: Seconds a connection may sit idle (or stall mid-request) before it is closed.
 IDLE_TIMEOUT_S = 30.0
+#: Bytes of one request's line and headers (a scrape sends well under 1 KiB). http.server
+#: alone takes 100 header lines of 64 KiB each: 6.5 MB a connection, 420 MB over 64.
+MAX_REQUEST_HEAD = 32 * 1024
+
+
+class _HeadLimit:
+    """The connection's read side, counting what one request head may still take."""
+
+    __slots__ = ("raw", "left")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.left = MAX_REQUEST_HEAD
+
+    def readline(self, size: int = -1) -> bytes:
+        cap = self.left + 1 if size < 0 else min(size, self.left + 1)
+        line = self.raw.readline(cap)
+        self.left -= len(line)
+        if self.left < 0:
+            raise http.client.LineTooLong(f"request head over {MAX_REQUEST_HEAD} bytes")
+        return bytes(line)
+
+    def __getattr__(self, name: str) -> Any:      # close, read, closed, ...
+        return getattr(self.raw, name)
 
 
 class Exporter:
@@ -1004,9 +1029,19 @@ class Exporter:
             # longer than a scraper's usual keep-alive gap between scrapes (15 s)
             timeout = IDLE_TIMEOUT_S
 
+            def setup(self) -> None:
+                super().setup()
+                self.rfile = _HeadLimit(self.rfile)  # type: ignore[assignment]
+
             def handle_one_request(self) -> None:
                 exporter._wait(self.connection)
-                super().handle_one_request()
+                self.rfile.left = MAX_REQUEST_HEAD  # type: ignore[attr-defined]
+                try:
+                    super().handle_one_request()
+                except http.client.LineTooLong:
+                    # a request line longer than the whole head may be (its headers get
+                    # a 431 from http.server): nothing to answer
+                    self.close_connection = True
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 exporter._busy(self.connection)     # the request is in: not evictable
