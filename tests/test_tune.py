@@ -243,6 +243,24 @@ def test_duplicate_keeps_owner_blocking_and_is_closed(tcp_pair: Any) -> None:
     assert os.fstat(cli.fileno()).st_ino == ino
 
 
+def test_duplicate_looks_again_when_the_holder_vanished(tcp_pair: Any, monkeypatch) -> None:
+    # the holder found first exits before its descriptor is copied (a forked child
+    # between fork and exec): the socket's other holder is found on a second look
+    _, cli, _ = tcp_pair
+    ino = os.fstat(cli.fileno()).st_ino
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    real = tune.find_socket_fd
+    answers = iter([(gone.pid, 3)])
+    monkeypatch.setattr(tune, "find_socket_fd", lambda i: next(answers, None) or real(i))
+    with tune.duplicated(ino) as dup:
+        assert os.fstat(dup.fileno()).st_ino == ino
+    answers = iter([(gone.pid, 3)] * 3)           # never found again: reported as gone
+    with pytest.raises(errors.FlowNotFound, match="exited"):
+        with tune.duplicated(ino):
+            pass
+
+
 def test_kill_aborts_the_flow(child: Child, agent: Any) -> None:
     row = row_of(agent, child.info["cli"]["inode"])
     with NetlinkSocket(4) as nl:

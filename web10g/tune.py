@@ -188,15 +188,30 @@ def _pidfd_getfd(pid: int, fd: int) -> int:
         raise errors.from_errno(e.errno or 0, call) from None
 
 
+_HOLDER_TRIES = 3
+
+
 @contextlib.contextmanager
 def duplicated(inode: int) -> Iterator[socket.socket]:
     """``socket:[inode]`` duplicated from its owner, for socket options only. The copy
     holds a reference to the socket and is always closed on exit."""
-    pid, fd = find_socket_fd(inode)
-    newfd = _pidfd_getfd(pid, fd)
-    try:
-        if os.fstat(newfd).st_ino != inode:  # fd closed and its number reused meanwhile
+    for attempt in range(_HOLDER_TRIES):
+        # The holder found can be gone by the time its descriptor is copied (a child
+        # forked by the owner holds all its descriptors until exec, then closes them):
+        # look again, the socket may still have other holders.
+        pid, fd = find_socket_fd(inode)
+        try:
+            newfd = _pidfd_getfd(pid, fd)
+        except errors.FlowNotFound:
+            if attempt == _HOLDER_TRIES - 1:
+                raise
+            continue
+        if os.fstat(newfd).st_ino == inode:
+            break
+        os.close(newfd)                      # fd closed and its number reused meanwhile
+        if attempt == _HOLDER_TRIES - 1:
             raise errors.FlowNotFound(f"process {pid} closed socket:[{inode}] meanwhile")
+    try:
         # socket(fileno=) sets O_NONBLOCK when a default timeout is set, and that flag
         # lives in the open file description the owner shares with us: put it back.
         flags = fcntl.fcntl(newfd, fcntl.F_GETFL)
