@@ -231,7 +231,7 @@ def _stat(pid: int, ppid: int, start: int, name: str = "x") -> str:
             "1000 100 18446744073709551615\n")
 
 
-def test_shared_socket_goes_to_the_oldest_holder(tmp_path):
+def test_shared_socket_goes_to_the_oldest_holder(tmp_path, monkeypatch):
     def proc(pid: int, inode: int, stat: str | None) -> None:
         (tmp_path / str(pid) / "fd").mkdir(parents=True)
         os.symlink(f"socket:[{inode}]", tmp_path / str(pid) / "fd" / "3")
@@ -251,10 +251,17 @@ def test_shared_socket_goes_to_the_oldest_holder(tmp_path):
     proc(400, 9500, None)
     # one process holding it twice is not shared
     (tmp_path / "30000" / "fd" / "4").symlink_to("socket:[8000]")
+    # a second socket the same two share: their stat is read once per walk
+    (tmp_path / "30000" / "fd" / "5").symlink_to("socket:[8001]")
+    (tmp_path / "100" / "fd" / "5").symlink_to("socket:[8001]")
+    reads: list[str] = []
+    real = procfs._start_and_parent
+    monkeypatch.setattr(procfs, "_start_and_parent", lambda d: reads.append(d) or real(d))
     owners = socket_owners(proc=str(tmp_path))
-    assert owners.inodes.tolist() == [8000, 9000, 9500]
-    assert owners.pids.tolist() == [30000, 300, 401]
+    assert owners.inodes.tolist() == [8000, 8001, 9000, 9500]
+    assert owners.pids.tolist() == [30000, 30000, 300, 401]
     assert [owners.command_of(i) for i in (8000, 9000, 9500)] == ["p30000", "p300", "p401"]
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 7
     assert procfs._start_and_parent(str(tmp_path / "30000")) == (1000, 1)
 
 

@@ -190,9 +190,14 @@ def _start_and_parent(pid_dir: str) -> tuple[int, int] | None:
         return None
 
 
-def _oldest(pids: list[int], proc: str) -> int:
-    """Which of several processes holding one socket it is attributed to (OwnerMap)."""
-    info = {p: _start_and_parent(f"{proc}/{p}") for p in pids}
+def _oldest(pids: list[int], proc: str,
+            seen: dict[int, tuple[int, int] | None]) -> int:
+    """Which of several processes holding one socket it is attributed to (OwnerMap).
+    ``seen`` keeps each process's stat for the other sockets of the same walk."""
+    for p in pids:
+        if p not in seen:
+            seen[p] = _start_and_parent(f"{proc}/{p}")
+    info = {p: seen[p] for p in pids}
     never = float("inf")  # exited since the walk, or hidden: last choice
     start = {p: (never if i is None else i[0]) for p, i in info.items()}
     first = min(start.values())
@@ -266,10 +271,11 @@ def socket_owners(inodes: np.ndarray | Iterable[int] | None = None, *,
     out_pid, out_cid = pid[starts], cid[starts]
     # Inodes held by more than one process (rare: inherited or passed sockets) go to the
     # oldest holder; stat is read for those processes only.
+    seen: dict[int, tuple[int, int] | None] = {}
     for g in np.flatnonzero(pid[ends - 1] != pid[starts]).tolist():
         s, e = int(starts[g]), int(ends[g])
         holders = sorted(set(pid[s:e].tolist()))
-        row = s + int(np.flatnonzero(pid[s:e] == _oldest(holders, proc))[0])
+        row = s + int(np.flatnonzero(pid[s:e] == _oldest(holders, proc, seen))[0])
         out_pid[g], out_cid[g] = pid[row], cid[row]
     return OwnerMap(ino[starts], out_pid, out_cid, list(names))
 
