@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -1018,6 +1019,8 @@ class Exporter:
         self.evicted = 0                # closed to make room: waited longest for a request
         # connections waiting for a request (idle, or mid-request) -> since when
         self._waiting: dict[Any, float] = {}
+        # closed to make room, until their thread is done with them: never waiting again
+        self._evicted: set[Any] = set()
         self._cache: dict[str, tuple[int, bytes]] = {}
         self._lock = threading.Lock()
         self._conn_lock = threading.Lock()
@@ -1042,6 +1045,14 @@ class Exporter:
                     # a request line longer than the whole head may be (its headers get
                     # a 431 from http.server): nothing to answer
                     self.close_connection = True
+
+            def parse_request(self) -> bool:
+                if not getattr(self, "raw_requestline", b"\n").endswith(b"\n"):
+                    # the connection ended (or was closed to make room) in the middle of
+                    # the request line: http.server would answer the fragment
+                    self.close_connection = True
+                    return False
+                return super().parse_request()
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 exporter._busy(self.connection)     # the request is in: not evictable
@@ -1090,6 +1101,7 @@ class Exporter:
                         # the oldest waiter.
                         victim = min(exporter._waiting, key=exporter._waiting.__getitem__)
                         del exporter._waiting[victim]
+                        exporter._evicted.add(victim)
                         with contextlib.suppress(OSError):
                             # under the lock: shutdown_request unregisters a connection
                             # (under it too) before closing it, so this is never
@@ -1132,8 +1144,18 @@ class Exporter:
                     exporter._closed_one()
 
             def shutdown_request(self, request: Any) -> None:
-                exporter._busy(request)             # before the descriptor is closed
+                exporter._done(request)             # before the descriptor is closed
                 super().shutdown_request(request)
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                exc = sys.exc_info()[1]
+                if isinstance(exc, (ConnectionError, TimeoutError)):
+                    return          # the client left (or was made room for) mid-answer
+                if exporter.log is None:
+                    super().handle_error(request, client_address)
+                else:
+                    exporter.log.warning("exporter_request_failed", error=repr(exc),
+                                         client=str(client_address[0]))
 
         self.server = Server((host, port), Handler)
         self.address = self.server.server_address[:2]
@@ -1148,11 +1170,17 @@ class Exporter:
     def _wait(self, conn: Any) -> None:
         """conn now waits for a request: the oldest waiter makes room for a newcomer."""
         with self._conn_lock:
-            self._waiting[conn] = time.monotonic()
+            if conn not in self._evicted:   # since it arrived, or since its last answer
+                self._waiting.setdefault(conn, time.monotonic())
 
     def _busy(self, conn: Any) -> None:
         with self._conn_lock:
             self._waiting.pop(conn, None)
+
+    def _done(self, conn: Any) -> None:
+        with self._conn_lock:
+            self._waiting.pop(conn, None)
+            self._evicted.discard(conn)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The body and content type for a scrape's Accept header (cached per sample)."""
