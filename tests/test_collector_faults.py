@@ -333,8 +333,9 @@ def test_slow_requests_holding_every_slot_do_not_lock_out_a_scrape(monkeypatch, 
             c.setblocking(False)
             with pytest.raises(BlockingIOError):
                 c.recv(1)
-        # a connection busy answering is never closed for a newcomer: with every slot
-        # busy, the newcomer is refused
+        # a connection busy answering (for less than STALLED_ANSWER_S) is not closed for
+        # a newcomer: with every slot busy, the newcomer is refused
+        monkeypatch.setattr(prom, "STALLED_ANSWER_S", 600.0)
         release = threading.Event()
         inside: list[int] = []
 
@@ -370,6 +371,45 @@ def test_slow_requests_holding_every_slot_do_not_lock_out_a_scrape(monkeypatch, 
         assert "Traceback" not in capsys.readouterr().err
     finally:
         for c in slow:
+            c.close()
+        ex.close()
+
+
+def test_answers_stalled_by_clients_that_never_read_do_not_lock_out_a_scrape(monkeypatch):
+    # Another local user fills every slot with requests whose answers it never reads,
+    # behind a tiny receive window: each answer blocks in send() for as long as the
+    # connection lives. Past STALLED_ANSWER_S such an answer makes room for a newcomer.
+    from web10g.collector import prometheus as prom
+    monkeypatch.setattr(prom, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(prom, "STALLED_ANSWER_S", 0.5)
+    body = b"#" * (8 << 20)                       # far more than the socket buffers hold
+    ex = prom.Exporter("127.0.0.1:0", [], lambda: 0)
+    monkeypatch.setattr(ex, "render", lambda accept: (body, "text/plain"))
+    stuck: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.connect(ex.address[:2])
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            stuck.append(c)
+        deadline = time.monotonic() + 30
+        while len(ex._answering) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(ex._answering) == 2 and not ex._waiting
+        time.sleep(0.6)
+        c = socket.create_connection(ex.address[:2], timeout=30)
+        try:
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := c.recv(1 << 20):
+                got += chunk
+        finally:
+            c.close()
+        assert got.startswith(b"HTTP/1.1 200") and got.endswith(body[:1000])
+        assert len(got) > len(body) and ex.evicted == 1 and ex.refused == 0
+    finally:
+        for c in stuck:
             c.close()
         ex.close()
 

@@ -973,6 +973,9 @@ class _Registry:
 MAX_CONNECTIONS = 64
 #: Seconds a connection may sit idle (or stall mid-request) before it is closed.
 IDLE_TIMEOUT_S = 30.0
+#: Seconds an answer may take before its connection may be closed for a newcomer (only
+#: when every slot is taken and none is waiting for a request).
+STALLED_ANSWER_S = 10.0
 #: Bytes of one request's line and headers (a scrape sends well under 1 KiB). http.server
 #: alone takes 100 header lines of 64 KiB each: 6.5 MB a connection, 420 MB over 64.
 MAX_REQUEST_HEAD = 32 * 1024
@@ -1019,6 +1022,8 @@ class Exporter:
         self.evicted = 0                # closed to make room: waited longest for a request
         # connections waiting for a request (idle, or mid-request) -> since when
         self._waiting: dict[Any, float] = {}
+        # connections answering a request -> since when
+        self._answering: dict[Any, float] = {}
         # closed to make room, until their thread is done with them: never waiting again
         self._evicted: set[Any] = set()
         self._cache: dict[str, tuple[int, bytes]] = {}
@@ -1092,15 +1097,10 @@ class Exporter:
                 evicted = False
                 with exporter._conn_lock:   # not _lock: a render must not delay accepts
                     full = exporter.connections >= MAX_CONNECTIONS
-                    if full and exporter._waiting:
-                        # Room from the connection that has waited longest for a
-                        # request: else a local user holding MAX_CONNECTIONS connections
-                        # that dribble a byte now and then (each under the idle timeout)
-                        # would lock the scraper out for as long as they like. A scrape
-                        # sends its request at once, so it is served before it could be
-                        # the oldest waiter.
-                        victim = min(exporter._waiting, key=exporter._waiting.__getitem__)
-                        del exporter._waiting[victim]
+                    victim = exporter._victim() if full else None
+                    if victim is not None:
+                        exporter._waiting.pop(victim, None)
+                        exporter._answering.pop(victim, None)
                         exporter._evicted.add(victim)
                         with contextlib.suppress(OSError):
                             # under the lock: shutdown_request unregisters a connection
@@ -1119,7 +1119,8 @@ class Exporter:
                         "exporter_connections_evicted", limit=MAX_CONNECTIONS,
                         client=str(client_address[0]),
                         hint="more connections than the exporter serves at once: the one "
-                             "idle longest is closed for each new one "
+                             "idle longest (or stalled longest in an answer) is closed for "
+                             "each new one "
                              "(web10g_exporter_connections_evicted_total)")
                 if full:
                     self.shutdown_request(request)
@@ -1167,19 +1168,44 @@ class Exporter:
         with self._conn_lock:
             self.connections -= 1
 
+    def _victim(self) -> Any:
+        """The connection to close for a newcomer when every slot is taken (called under
+        _conn_lock), or None to refuse the newcomer.
+
+        First the one that has waited longest for a request: else a local user holding
+        every slot with connections that dribble a byte now and then (each under the
+        idle timeout) would lock the scraper out for as long as they liked. A scrape
+        sends its request at once, so it is answered before it could be the oldest.
+        Then an answer stalled for STALLED_ANSWER_S: a client that asks and never
+        reads (with a small receive window) holds its slot in a blocked send just as
+        well. A scrape answer is milliseconds of work; Prometheus gives up on one after
+        its scrape timeout (10 s by default) anyway."""
+        if self._waiting:
+            return min(self._waiting, key=self._waiting.__getitem__)
+        if self._answering:
+            oldest = min(self._answering, key=self._answering.__getitem__)
+            if time.monotonic() - self._answering[oldest] >= STALLED_ANSWER_S:
+                return oldest
+        return None
+
     def _wait(self, conn: Any) -> None:
         """conn now waits for a request: the oldest waiter makes room for a newcomer."""
         with self._conn_lock:
+            self._answering.pop(conn, None)
             if conn not in self._evicted:   # since it arrived, or since its last answer
                 self._waiting.setdefault(conn, time.monotonic())
 
     def _busy(self, conn: Any) -> None:
+        """conn's request is in: answering it from now."""
         with self._conn_lock:
             self._waiting.pop(conn, None)
+            if conn not in self._evicted:
+                self._answering[conn] = time.monotonic()
 
     def _done(self, conn: Any) -> None:
         with self._conn_lock:
             self._waiting.pop(conn, None)
+            self._answering.pop(conn, None)
             self._evicted.discard(conn)
 
     def render(self, accept: str) -> tuple[bytes, str]:
