@@ -815,3 +815,66 @@ def test_a_partition_directory_planted_as_a_link_is_refused(tmp_path):
     os.unlink(root / "host=h" / f"date={day}")
     files = pqw.write_dataset(iter([rows]), root, host="h", writer_id="t")
     assert len(files) == 1 and pq.read_table(files[0].path).num_rows == 3
+
+
+# -- retention ----------------------------------------------------------------------------
+
+def _part(root, host: str, day: str, hour: int, name: str, size: int):
+    d = root / f"host={host}" / f"date={day}" / f"hour={hour:02d}"
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"part-{name}.parquet"
+    p.write_bytes(b"x" * size)
+    return p
+
+
+def test_prune_deletes_the_oldest_of_this_host_only_and_follows_no_link(tmp_path):
+    import datetime as dt
+
+    from web10g.collector.parquet import prune
+
+    root = tmp_path / "ds"
+    now = int(dt.datetime(2026, 12, 6, 12, 30, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    old = _part(root, "a", "2026-12-04", 23, "1", 100)     # ended 36.5 h before now
+    mid = _part(root, "a", "2026-12-06", 9, "2", 100)      # ended 2.5 h before now
+    new = _part(root, "a", "2026-12-06", 12, "3", 100)     # the hour still open
+    newest = _part(root, "a", "2026-12-06", 12, "4", 100)
+    theirs = _part(root, "b", "2026-12-01", 0, "9", 100)   # another host's: never touched
+    other = root / "host=a" / "date=2026-12-06" / "hour=09" / "notes.txt"
+    other.write_text("not ours")                            # not a part file: kept
+    tmp = root / "host=a" / "date=2026-12-06" / "hour=09" / ".part-5-p1-0.parquet.tmp"
+    tmp.write_text("a writer's open window")                # not ours to prune
+    # links planted by someone who can write the dataset: followed by nothing
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "hour=00").mkdir()
+    precious = victim / "hour=00" / "part-0.parquet"
+    precious.write_bytes(b"p" * 1000)
+    (root / "host=a" / "date=2026-01-01").symlink_to(victim)
+    (root / "host=a" / "date=2026-12-06" / "hour=09" / "part-0.parquet").symlink_to(precious)
+
+    r = prune(str(root), "a", keep_hours=24, now_ns=now)
+    assert (r.files, r.bytes, r.errors) == (1, 100, [])
+    assert not old.exists() and not old.parent.exists() and not old.parent.parent.exists()
+    assert mid.exists() and new.exists() and theirs.exists() and other.exists()
+    assert tmp.exists() and precious.read_bytes() == b"p" * 1000
+    # the byte budget: the oldest go first, never the file just written
+    r = prune(str(root), "a", keep_bytes=150, now_ns=now, protect=[str(mid)])
+    assert r.files == 2 and not new.exists() and not newest.exists()
+    assert mid.exists() and r.kept_bytes == 100
+    r = prune(str(root), "a", keep_bytes=150, keep_hours=1, now_ns=now)
+    assert r.files == 1 and not mid.exists()
+    assert other.exists() and tmp.exists() and theirs.exists() and precious.exists()
+    assert prune(str(root), "nobody-here", keep_hours=1).files == 0
+
+
+def test_retention_flags_and_toml(tmp_path):
+    from web10g.cli.serve import config_from_args, parser
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[parquet]\ndir = "/tmp/d"\nretain_hours = 168\nretain_bytes = 1000\n')
+    c = config_from_args(parser("t").parse_args(["--config", str(cfg)]))
+    assert (c.retain_hours, c.retain_bytes) == (168, 1000)
+    c = config_from_args(parser("t").parse_args(["--parquet", "d", "--retain-bytes", "2GiB"]))
+    assert (c.retain_hours, c.retain_bytes) == (None, 2 << 30)
+    with pytest.raises(ValueError, match="retention"):
+        config_from_args(parser("t").parse_args(["--parquet", "d", "--retain-hours", "0"]))

@@ -467,3 +467,32 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(monkeypatch):
         assert ex.connections == 0
     finally:
         ex.close()
+
+
+def test_serve_retention_keeps_the_dataset_under_its_budget(tmp_path, flows):
+    ds = tmp_path / "ds"
+    # a file from last week, as left by an earlier run of this collector
+    stale = ds / "host=ret" / "date=2026-01-01" / "hour=00" / "part-0-p1-0.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x" * 1000)
+    serve = cu.Serve(tmp_path, "--parquet", str(ds), "--interval", "0.05",
+                     "--rotate-seconds", "0.2", "--filter", flows.filter, "--host", "ret",
+                     "--retain-hours", "24", "--retain-bytes", "20000",
+                     "--prometheus", f"127.0.0.1:{(mport := cu.free_port())}")
+    try:
+        assert serve.wait_event("files_pruned")[0]["files"] == 1     # at start: the stale one
+        assert not stale.exists()
+        pruned = serve.wait_event("files_pruned", n=3)
+        files = sorted(ds.rglob("part-*.parquet"))
+        size = sum(p.stat().st_size for p in files)
+        biggest = max(e["bytes"] for e in serve.wait_event("file_written"))
+        assert files and size <= 20000 + biggest
+        assert all(e["kept_bytes"] <= 20000 + biggest for e in pruned)
+        text = cu.scrape(mport)
+        assert cu.metric_values(text, "web10g_collector_parquet_pruned_files_total",
+                                host="ret")[0] >= 3
+        assert serve.terminate() == 0
+    finally:
+        serve.close()
+    for p in ds.rglob("part-*.parquet"):
+        pq.read_table(p)                        # what is left is whole

@@ -58,6 +58,12 @@ def parser(prog: str) -> c.ArgumentParser:
                    help="finish a file after this long (default 300; also at each UTC hour)")
     g.add_argument("--rotate-bytes", type=_int_size, metavar="SIZE",
                    help="finish a file past this size (default 256MiB)")
+    g.add_argument("--retain-hours", type=float, metavar="H",
+                   help="delete this host's files of hours that ended more than H hours "
+                   "ago (default: keep every file)")
+    g.add_argument("--retain-bytes", type=_int_size, metavar="SIZE",
+                   help="delete this host's oldest files while its files take more than "
+                   "SIZE (e.g. 50GiB; default: no limit)")
     g.add_argument("--row-group-rows", type=int, metavar="N",
                    help="rows per row group (default 1048576, capped at 128 MiB buffered)")
     g.add_argument("--compression-level", type=int, metavar="N",

@@ -12,6 +12,8 @@ the keys are the long flag names with '_' for '-'::
     dir = "/var/lib/web10g/dataset"      # --parquet
     rotate_seconds = 300
     rotate_bytes = 268435456
+    retain_hours = 168                   # delete this host's files older than a week
+    retain_bytes = 53687091200           # ... and the oldest past 50 GiB
 
     [prometheus]
     listen = "127.0.0.1:9464"            # --prometheus
@@ -32,7 +34,8 @@ from typing import Any
 _SECTION_KEYS = {
     "parquet": {"dir": "parquet", "rotate_seconds": "rotate_seconds",
                 "rotate_bytes": "rotate_bytes", "row_group_rows": "row_group_rows",
-                "compression_level": "compression_level"},
+                "compression_level": "compression_level", "retain_hours": "retain_hours",
+                "retain_bytes": "retain_bytes"},
     "prometheus": {"listen": "prometheus", "keys": "prom_keys", "ipv4_prefix": "ipv4_prefix",
                    "ipv6_prefix": "ipv6_prefix", "top_k": "top_k",
                    "series_budget": "series_budget"},
@@ -57,6 +60,8 @@ class Config:
     parquet: str | None = None
     rotate_seconds: float = 300.0
     rotate_bytes: int = 256 << 20
+    retain_hours: float | None = None        # None: keep every file
+    retain_bytes: int | None = None
     row_group_rows: int = 1 << 20
     compression_level: int = 1
     prometheus: str | None = None
@@ -84,6 +89,10 @@ class Config:
             raise ValueError("sink_queue must be at least 1")
         if self.rotate_seconds <= 0 or self.rotate_bytes <= 0:
             raise ValueError("rotation limits must be positive")
+        if (self.retain_hours is not None and not self.retain_hours > 0) or \
+                (self.retain_bytes is not None and self.retain_bytes <= 0):
+            raise ValueError("retention limits must be positive (leave them out to keep "
+                             "every file)")
         return self
 
 

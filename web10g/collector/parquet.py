@@ -27,6 +27,7 @@ the files.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import functools
@@ -38,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from dataclasses import field as _field
 from typing import Any
 
 import numpy as np
@@ -621,6 +623,110 @@ def remove_stale_temps(root: str, host: str | None = None) -> list[str]:
             except OSError:
                 pass
     return removed
+
+
+_DATE_RE = re.compile(r"^date=(\d{4})-(\d{2})-(\d{2})$", re.ASCII)
+_HOUR_RE = re.compile(r"^hour=(\d{2})$", re.ASCII)
+_PART_RE = re.compile(r"^part-[^/]*\.parquet$")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class Pruned:
+    files: int = 0
+    bytes: int = 0
+    kept_bytes: int = 0         # what this host's partition holds afterwards
+    errors: list[str] = _field(default_factory=list)
+
+
+def prune(root: str, host: str, *, keep_hours: float | None = None,
+          keep_bytes: int | None = None, now_ns: int | None = None,
+          protect: Iterable[str] = ()) -> Pruned:
+    """Delete this host's oldest dataset files: those of hours that ended more than
+    ``keep_hours`` ago, then the oldest until the host's files take at most
+    ``keep_bytes``. Never another host's partition (a shared dataset holds theirs), never
+    a file in ``protect`` (the one just written), never anything but ``part-*.parquet``
+    regular files in real ``date=``/``hour=`` directories: every level is opened with
+    O_NOFOLLOW and files are removed relative to it, so a link planted in the dataset
+    leads nowhere. Hour and date directories left empty are removed. Errors (a file
+    another process removed meanwhile, a permission) are collected, not raised."""
+    out = Pruned()
+    keep = {os.path.realpath(p) for p in protect}
+    now = time.time_ns() if now_ns is None else now_ns
+    try:
+        hostfd = os.open(os.path.join(root, f"host={check_host(host)}"), _DIR_FLAGS)
+    except FileNotFoundError:
+        return out
+    except OSError as exc:
+        out.errors.append(f"{root}/host={host}: {exc.strerror}")
+        return out
+    fds = [hostfd]
+    # (hour start ns, name, size, hour dir fd, date dir fd, date name, hour name)
+    files: list[tuple[int, str, int, int, int, str, str]] = []
+    try:
+        with os.scandir(hostfd) as dates:
+            date_entries = [e for e in dates if _DATE_RE.match(e.name)
+                            and e.is_dir(follow_symlinks=False)]
+        for d in date_entries:
+            y, mo, dd = map(int, _DATE_RE.match(d.name).groups())  # type: ignore[union-attr]
+            try:
+                datefd = os.open(d.name, _DIR_FLAGS, dir_fd=hostfd)
+            except OSError as exc:
+                out.errors.append(f"{d.name}: {exc.strerror}")
+                continue
+            fds.append(datefd)
+            with os.scandir(datefd) as hours:
+                hour_entries = [e for e in hours if _HOUR_RE.match(e.name)
+                                and e.is_dir(follow_symlinks=False)]
+            for h in hour_entries:
+                hh = int(h.name[5:])
+                try:
+                    start = int(_dt.datetime(y, mo, dd, hh, tzinfo=_dt.timezone.utc)
+                                .timestamp()) * 10**9
+                    hourfd = os.open(h.name, _DIR_FLAGS, dir_fd=datefd)
+                except (ValueError, OSError) as exc:
+                    out.errors.append(f"{d.name}/{h.name}: {exc}")
+                    continue
+                fds.append(hourfd)
+                with os.scandir(hourfd) as parts:
+                    for f in parts:
+                        if _PART_RE.match(f.name) and f.is_file(follow_symlinks=False):
+                            files.append((start, f.name, f.stat(follow_symlinks=False)
+                                          .st_size, hourfd, datefd, d.name, h.name))
+        files.sort()
+        total = sum(f[2] for f in files)
+        cut = None if keep_hours is None else now - int(keep_hours * 3600e9) - 3600 * 10**9
+        emptied: set[tuple[int, int, str, str]] = set()
+        for start, name, size, hourfd, datefd, dname, hname in files:
+            old = cut is not None and start < cut
+            over = keep_bytes is not None and total > keep_bytes
+            if not (old or over):
+                break                           # sorted: the rest is newer
+            path = os.path.join(root, f"host={host}", dname, hname, name)
+            if os.path.realpath(path) in keep:
+                continue
+            try:
+                os.unlink(name, dir_fd=hourfd)
+            except FileNotFoundError:
+                pass                            # removed meanwhile: no longer here
+            except OSError as exc:
+                out.errors.append(f"{path}: {exc.strerror}")
+                continue
+            total -= size
+            out.files += 1
+            out.bytes += size
+            emptied.add((hourfd, datefd, dname, hname))
+        for _hourfd, datefd, _dname, hname in emptied:
+            with contextlib.suppress(OSError):  # not empty (other files), or in use
+                os.rmdir(hname, dir_fd=datefd)
+        for dname in {e[2] for e in emptied}:
+            with contextlib.suppress(OSError):
+                os.rmdir(dname, dir_fd=hostfd)
+        out.kept_bytes = total
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return out
 
 
 class DatasetWriter:

@@ -106,6 +106,7 @@ class Collector:
             sinks.append(ParquetSink(
                 c.parquet, host=self.host, dtype=dtype, backend=agent.backend, log=self.log,
                 rotate_seconds=c.rotate_seconds, rotate_bytes=c.rotate_bytes,
+                retain_hours=c.retain_hours, retain_bytes=c.retain_bytes,
                 row_group_rows=c.row_group_rows, compression_level=c.compression_level,
                 metadata={"interval_s": c.interval, "filter": c.filter or "",
                           "states": c.states or "open"},
@@ -361,6 +362,10 @@ class Collector:
                         "files", s.bytes)
                 counter("web10g_collector_parquet_rows_lost", "Rows of windows dropped "
                         "after a write failure", s.rows_lost)
+                counter("web10g_collector_parquet_pruned_files", "Files deleted by the "
+                        "retention limits (--retain-hours, --retain-bytes)", s.pruned_files)
+                counter("web10g_collector_parquet_pruned_bytes", "Bytes of files deleted by "
+                        "the retention limits", s.pruned_bytes)
         return out
 
 

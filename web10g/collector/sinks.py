@@ -176,6 +176,7 @@ class ParquetSink(Sink):
     def __init__(self, root: str, *, host: str, dtype: np.dtype, backend: str,
                  log: EventLog, rotate_seconds: float, rotate_bytes: int,
                  row_group_rows: int, compression_level: int,
+                 retain_hours: float | None = None, retain_bytes: int | None = None,
                  metadata: dict[str, Any] | None = None,
                  expected_rows: int | None = None, interval: float | None = None) -> None:
         from web10g.collector.parquet import DatasetWriter, remove_stale_temps
@@ -187,6 +188,11 @@ class ParquetSink(Sink):
                         reason="left by a writer that died; its open window is lost")
         self.files = 0
         self.bytes = 0
+        self.root, self.host = root, host
+        self.retain_hours, self.retain_bytes = retain_hours, retain_bytes
+        self.pruned_files = 0
+        self.pruned_bytes = 0
+        self._prune()                   # a restart after a long stop: the limits hold now
         self.writer = DatasetWriter(root, host=host, dtype=dtype, backend=backend,
                                     rotate_seconds=rotate_seconds, rotate_bytes=rotate_bytes,
                                     row_group_rows=row_group_rows,
@@ -200,6 +206,25 @@ class ParquetSink(Sink):
         self.files += 1
         self.bytes += f.bytes
         self.log.info("file_written", sink=self.name, path=f.path, rows=f.rows, bytes=f.bytes)
+        self._prune(f.path)
+
+    def _prune(self, protect: str | None = None) -> None:
+        """Apply the retention limits to this host's files (after each file written)."""
+        if self.retain_hours is None and self.retain_bytes is None:
+            return
+        from web10g.collector.parquet import prune
+
+        r = prune(self.root, self.host, keep_hours=self.retain_hours,
+                  keep_bytes=self.retain_bytes, protect=[protect] if protect else [])
+        self.pruned_files += r.files
+        self.pruned_bytes += r.bytes
+        if r.files:
+            self.log.info("files_pruned", sink=self.name, files=r.files, bytes=r.bytes,
+                          kept_bytes=r.kept_bytes)
+        for e in r.errors[:3]:
+            self.log.warning("prune_failed", sink=self.name, error=e,
+                             hint="the retention limits could not remove this file; "
+                                  "check its owner and permissions")
 
     def write(self, item: Item) -> None:
         w = self.writer
