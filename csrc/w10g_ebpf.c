@@ -30,6 +30,7 @@ const char *w10g_eb_field_name(int f) { return f >= 0 && f < W10G_EB_NFIELDS ? f
 const char *w10g_eb_field_kind(int f) { return f >= 0 && f < W10G_EB_NFIELDS ? field_kinds[f] : NULL; }
 size_t w10g_eb_rec_size(void) { return sizeof(struct w10g_eb_rec); }
 size_t w10g_eb_hdr_size(void) { return sizeof(struct w10g_eb_hdr); }
+size_t w10g_eb_fields_size(void) { return W10G_EB_FIELDS_SIZE; }
 
 /* ---- the row layout and the copy plan ------------------------------------------------ */
 
@@ -109,11 +110,12 @@ static inline int64_t add_wrap(int64_t a, int64_t b) { return (int64_t)((uint64_
 
 static inline int32_t negotiated(int on, int sysctl_on) { return on ? 1 : (sysctl_on ? 3 : 2); }
 
-static inline void decode_rec(const struct w10g_eb_rec *r, struct w10g_eb_row *w,
-                              const struct w10g_eb_sink *s)
+/* c: the record's counters, or zeros for the fields reader's records (which end before
+ * them: nothing at or past r->c is read through r). */
+static inline void decode_rec(const struct w10g_eb_rec *r, const struct w10g_eb_counters *c,
+                              struct w10g_eb_row *w, const struct w10g_eb_sink *s)
 {
     const struct w10g_eb_config *cfg = s->cfg;
-    const struct w10g_eb_counters *c = &r->c;
     const uint32_t hz = s->hz;
     uint16_t present = 0;
     const int full = r->flags & W10G_EB_R_FULL;
@@ -294,6 +296,7 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
 {
     size_t off = 0;
     struct w10g_eb_rec copy;
+    static const struct w10g_eb_counters no_counters;
     const struct w10g_eb_config *cfg = s->cfg;
     _Alignas(16) struct w10g_eb_row whole;      /* the record's row, every column */
     _Alignas(16) char outrow[W10G_EB_ROW_MAX];  /* the selected columns, to be streamed */
@@ -309,6 +312,8 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
     while (off < len) {
         uint32_t magic;
         uint16_t size;
+        /* what the last header announced (records without one: ring buffer, full) */
+        const size_t rec_size = s->rec_size ? s->rec_size : sizeof(struct w10g_eb_rec);
         if (len - off < 6)
             break;
         memcpy(&magic, buf + off, 4);
@@ -320,25 +325,35 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
             if (len - off < sizeof(h))
                 break;
             memcpy(&h, buf + off, sizeof(h));
-            if (h.version != W10G_EB_VERSION || h.rec_size != sizeof(struct w10g_eb_rec))
+            if (h.version != W10G_EB_VERSION ||
+                (h.rec_size != sizeof(struct w10g_eb_rec) && h.rec_size != W10G_EB_FIELDS_SIZE))
                 goto bad;
             if (h.hz)
                 s->hz = h.hz;
             s->hooks = h.hooks;
+            s->rec_size = h.rec_size;
             s->headers++;
             off += sizeof(h);
             continue;
         }
-        if (magic != W10G_EB_MAGIC_REC || size != sizeof(struct w10g_eb_rec))
+        if (magic != W10G_EB_MAGIC_REC || size != rec_size)
             goto bad;
-        if (len - off < sizeof(struct w10g_eb_rec))
+        if (len - off < rec_size)
             break;
         const struct w10g_eb_rec *r = (const struct w10g_eb_rec *)(const void *)(buf + off);
+        const struct w10g_eb_counters *c = &r->c;
         if ((uintptr_t)r % _Alignof(struct w10g_eb_rec)) {
-            memcpy(&copy, buf + off, sizeof(copy));
+            memcpy(&copy, buf + off, rec_size);
             r = &copy;
+            c = &copy.c;
         }
-        off += sizeof(struct w10g_eb_rec);
+        if (rec_size != sizeof(struct w10g_eb_rec)) {
+            /* the fields reader's record ends before the counters: none in the row */
+            if (r->flags & W10G_EB_R_STORAGE)
+                goto bad;
+            c = &no_counters;
+        }
+        off += rec_size;
         if (r->state > 31 || !(s->state_mask >> r->state & 1))
             continue;
         if (!((r->family == 2 && (s->family_mask & 1)) || (r->family == 10 && (s->family_mask & 2))))
@@ -354,7 +369,7 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
         }
         if (stream && s->n < s->capacity) {
             const char *src = (const char *)&whole;
-            decode_rec(r, &whole, s);
+            decode_rec(r, c, &whole, s);
             if (!cfg->direct) {
                 w10g_runs_copy(outrow, src, cfg->runs, cfg->nruns);
                 src = outrow;
@@ -362,9 +377,9 @@ static int decode_part(const uint8_t *buf, size_t len, struct w10g_eb_sink *s, s
             w10g_stream_out(row, src, s->itemsize);
             streamed = 1;
         } else if (cfg->direct && !((uintptr_t)row & 7)) {
-            decode_rec(r, (struct w10g_eb_row *)(void *)row, s);
+            decode_rec(r, c, (struct w10g_eb_row *)(void *)row, s);
         } else {
-            decode_rec(r, &whole, s);
+            decode_rec(r, c, &whole, s);
             w10g_runs_copy(row, (const char *)&whole, cfg->runs, cfg->nruns);
         }
         s->n++;

@@ -194,6 +194,7 @@ struct w10g_eb_sink {
     uint32_t family_mask;           /* 1: AF_INET, 2: AF_INET6 */
     uint32_t netns_ino;             /* keep only this namespace (0: any; ring records) */
     uint32_t headers;               /* headers seen */
+    uint32_t rec_size;              /* record size the last header announced (0: whole) */
     size_t bad_offset;              /* where a malformed record was found */
 };
 
@@ -219,5 +220,6 @@ const char *w10g_eb_field_name(int field);
 const char *w10g_eb_field_kind(int field);
 size_t w10g_eb_rec_size(void);
 size_t w10g_eb_hdr_size(void);
+size_t w10g_eb_fields_size(void);   /* the fields reader's records */
 
 #endif

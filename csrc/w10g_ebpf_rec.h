@@ -3,7 +3,9 @@
  * so the two sides cannot disagree on a layout.
  *
  * A read of the pinned iterator returns one W10G_EB_HDR record, then one struct
- * w10g_eb_rec per socket of the reader's network namespace. The ring buffer carries
+ * w10g_eb_rec per socket of the reader's network namespace. The second reader ("fields",
+ * W10G_EB_HOOK_FIELDS) writes the same records cut before the counters (c): its
+ * header's rec_size is W10G_EB_FIELDS_SIZE. The ring buffer carries
  * struct w10g_eb_rec records of flows at TCP_CLOSE (flag W10G_EB_R_CLOSE). All fields
  * are in host byte order; ports in host order; addresses are 16 raw bytes in network
  * order (IPv4: 4 bytes then 12 zero bytes), as in the sock_diag rows.
@@ -29,6 +31,7 @@ enum {
     W10G_EB_HOOK_RING = 1 << 5,         /* close records in the ring buffer */
     W10G_EB_HOOK_WRITE = 1 << 6,        /* iter/tcp writer (LimCwnd, LimRwin) */
     W10G_EB_HOOK_DESTROY = 1 << 7,      /* iter/tcp bpf_sock_destroy (kill) */
+    W10G_EB_HOOK_FIELDS = 1 << 8,       /* iter/tcp reader of the tcp_sock fields alone */
 };
 
 /* struct w10g_eb_rec.flags */
@@ -208,6 +211,11 @@ struct w10g_eb_rec {
     __u8 pad1[7];
     struct w10g_eb_counters c;   /* W10G_EB_R_STORAGE */
 };
+
+/* The fields reader's records: struct w10g_eb_rec up to the counters. It skips the
+ * storage lookup, a chain of dependent cache misses that is the largest part of a
+ * full record's cost. A multiple of 8 (c is 8-aligned), as the decoder requires. */
+#define W10G_EB_FIELDS_SIZE ((__u16)__builtin_offsetof(struct w10g_eb_rec, c))
 
 /* what the loader sets before loading (the object's only .rodata variable) */
 struct w10g_eb_cfg {

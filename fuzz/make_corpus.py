@@ -283,6 +283,19 @@ def ebpf(out: str) -> None:
         "ring-close": [rec(7, 2, 8 | 2), rec(7, 10, 8 | 2 | 1, 1234)],
         "two-reads": [bytes(hdr) + rec(1, 2, 3), bytes(hdr) + rec(1, 2, 1)],
     }
+    # the fields reader: its header announces records cut before the counters
+    fields_size = _ebpf.FIELDS_SIZE
+    fhdr = bytearray(hdr)
+    struct.pack_into("<H", fhdr, 8, fields_size)
+
+    def short(state: int, family: int, flags: int) -> bytes:
+        b = bytearray(rec(state, family, flags)[:fields_size])
+        struct.pack_into("<H", b, 4, fields_size)
+        return bytes(b)
+
+    seeds["fields"] = [bytes(fhdr) + short(1, 2, 5) + short(10, 10, 1) + short(6, 2, 0),
+                       bytes(hdr) + rec(1, 2, 3)]
+    seeds["fields-storage-flag"] = [bytes(fhdr) + short(1, 2, 3)]
     for mode in (0x01, 0x0B, 0x31, 0xC5):
         for name, reads in seeds.items():
             # hz bit 30: through w10g_eb_read_decode (a socket); bit 31: a 4 MiB output

@@ -209,6 +209,94 @@ def test_whole_row_and_column_subsets_decode_alike(pins: str, keep: list[Any]) -
                     assert (a[col][:n] == b[col][:n]).all(), (col, cap, dec.direct)
 
 
+def _fields_vars(eb: Any) -> tuple[list[str], list[str]]:
+    """(variables read from the tcp_sock alone, variables that need the storage's counters)"""
+    from web10g.backends.ebpf import _STORAGE_HOOKS
+
+    fv, cv = [], []
+    for v in eb.variables():
+        (cv if _STORAGE_HOOKS & set(v.ebpf.hooks) else fv).append(v.name)
+    return fv, cv
+
+
+def test_reads_without_counters_take_the_fields_reader(pins: str, keep: list[Any]) -> None:
+    """A selection with no counter is read from the ``fields`` pin: the same records cut
+    before the counters, without the storage lookup (docs/ebpf.md, "Read cost"). Its rows
+    hold the same values as the full reader's for those columns, and never claim counters."""
+    from web10g import _ebpf
+
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    c, s = _pair(lst, keep)
+    c.sendall(b"x" * 100_000)
+    got = 0
+    while got < 100_000:
+        got += len(s.recv(65536))
+    s.sendall(b"y" * 10)
+    c.recv(10)
+    port = lst.getsockname()[1]
+    flt = f"sport = :{port} or dport = :{port}"
+    fields, iters = os.path.join(pins, "fields"), os.path.join(pins, "iter")
+    with _agent(pins) as eb:
+        fv, cv = _fields_vars(eb)
+        assert len(fv) >= 50 and "CurCwnd" in fv and "SmoothedRTT" in fv and "MinRTT" in cv
+        assert eb.reader_pin(fv) == eb.reader_pin(["CurCwnd"]) == fields
+        assert eb.reader_pin([]) == fields                  # list_conns: identity only
+        assert eb.reader_pin(fv + ["MinRTT"]) == eb.reader_pin(None) == iters
+        assert eb.hooks & L.HOOK_FIELDS and L.status(pins)["hooks"][L.HOOK_NAMES[L.HOOK_FIELDS]]
+        # what the pin itself returns: a header announcing short records, then those
+        fd = L.open_pin(fields)
+        try:
+            raw = b"".join(iter(lambda: os.read(fd, 1 << 16), b""))
+        finally:
+            os.close(fd)
+        assert L.parse_header(raw)["rec_size"] == _ebpf.FIELDS_SIZE < _ebpf.REC_SIZE
+        assert len(raw) > L.HDR.size and (len(raw) - L.HDR.size) % _ebpf.FIELDS_SIZE == 0
+        short = np.sort(eb.read_all(fv, filter=flt), order="cid")
+        whole = np.sort(eb.read_all(None, filter=flt), order="cid")
+        assert len(short) == len(whole) == 2
+        assert int(short["DataOctetsOut"].max()) >= 100_000
+        # idle flows: every column but the read's own time and the record parts read
+        for name in short.dtype.names:
+            if name not in ("timestamp", "present"):
+                assert (short[name] == whole[name]).all(), name
+        for name in fv:
+            assert (eb.available(short, name) == eb.available(whole, name)).all(), name
+        assert eb.available(whole, "MinRTT").all()
+        # the rows say no counters were read, and a counter asked of them is not "a 0"
+        assert not (short["present"] & 2).any() and (whole["present"] & 2).all()
+        assert len(eb.list_conns(filter=flt)) == 2
+
+
+def test_fields_reader_missing_falls_back_to_the_full_one(keep: list[Any]) -> None:
+    """Pins made by a loader without the fields reader (or whose fields program the kernel
+    refused): every selection reads the full reader, with the same rows."""
+    pin = f"/sys/fs/bpf/web10g_test_f{os.getpid()}"
+    L.load(pin, full=False)
+    try:
+        lst = socket.create_server(("127.0.0.1", 0))
+        keep.append(lst)
+        _pair(lst, keep)
+        flt = f"dport = :{lst.getsockname()[1]}"
+        with _agent(pin) as eb:
+            fv, _cv = _fields_vars(eb)
+            assert eb.reader_pin(fv) == os.path.join(pin, "fields")
+            before = eb.read_all(fv, filter=flt)
+            os.unlink(os.path.join(pin, "fields"))       # an agent open across the change
+            after = eb.read_all(fv, filter=flt)
+            assert eb.reader_pin(fv) == os.path.join(pin, "iter")
+            assert len(before) == len(after) == 1
+            assert before["cid"][0] == after["cid"][0]
+            assert before["SegsOut"][0] == after["SegsOut"][0]
+        with _agent(pin) as eb:                           # and an agent opened after it
+            assert not eb.hooks & L.HOOK_FIELDS
+            assert eb.reader_pin(fv) == os.path.join(pin, "iter")
+            assert len(eb.read_all(fv, filter=flt)) == 1
+    finally:
+        L.unload(pin)
+    assert not os.path.exists(pin)
+
+
 def test_older_flows_get_callbacks_but_no_from_start_counters(keep: list[Any]) -> None:
     lst = socket.create_server(("127.0.0.1", 0))
     keep.append(lst)
@@ -269,9 +357,13 @@ def test_unprivileged_reader_gets_no_sequence_numbers(keep: list[Any]) -> None:
             with _agent(pin) as eb:
                 rows = eb.read_all(["SndUna", "RecInitial", "SegsOut"],
                                    filter=f"dport = :{port}")
+                # and through the fields reader (no counter selected): same rules
+                assert eb.reader_pin(["SndUna", "SegsOut"]).endswith("/fields")
+                fr = eb.read_all(["SndUna", "SegsOut"], filter=f"dport = :{port}")
                 msg = (f"{len(rows)} {int(rows['SndUna'][0])} "
                        f"{int(eb.available(rows, 'SndUna')[0])} "
-                       f"{int(eb.available(rows, 'SegsOut')[0])} {int(rows['SegsOut'][0])}")
+                       f"{int(eb.available(rows, 'SegsOut')[0])} {int(rows['SegsOut'][0])} "
+                       f"{len(fr)} {int(fr['SndUna'][0])} {int(eb.available(fr, 'SndUna')[0])}")
                 code = 0
         except BaseException as exc:  # noqa: BLE001 - reported through the pipe
             msg = f"error {exc!r}"
@@ -282,8 +374,9 @@ def test_unprivileged_reader_gets_no_sequence_numbers(keep: list[Any]) -> None:
     os.close(r)
     os.waitpid(pid, 0)
     L.unload(pin)
-    n, snd_una, seq_ok, segs_ok, segs = out.split()
+    n, snd_una, seq_ok, segs_ok, segs, fn, f_una, f_ok = out.split()
     assert (n, snd_una, seq_ok, segs_ok) == ("1", "0", "0", "1") and int(segs) > 0
+    assert (fn, f_una, f_ok) == ("1", "0", "0")
 
 
 def test_recording_replays(pins: str, keep: list[Any], tmp_path: Any) -> None:

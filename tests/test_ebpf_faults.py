@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -448,6 +449,51 @@ def test_reads_cut_inside_records_decode_the_same(loaded: str) -> None:
             dec.read(fd)
     finally:
         os.close(fd)
+
+
+def test_fields_records_decode_and_forged_ones_are_refused(loaded: str) -> None:
+    """The fields reader's records (cut before the counters, their size announced by the
+    header) decode alike whole or cut anywhere; a record of the other size, a header
+    announcing any other size, a short record claiming counters, or one cut short is a
+    MalformedReply. The decoder never reads past a short record (fuzz/: ASan)."""
+    from web10g import _ebpf
+
+    raw = L._read_iter(os.path.join(loaded, "fields"))
+    full = L._read_iter(os.path.join(loaded, "iter"))
+    fs, hs = _ebpf.FIELDS_SIZE, L.HDR.size
+    assert (len(raw) - hs) % fs == 0 and len(raw) > hs
+    with _agent(loaded) as eb:
+        dtype = eb.dtype(["SegsOut", "CurCwnd", "SndUna"])
+    dec = _ebpf.Decoder(dtype, states=0xFFF)
+    want, n = dec.decode(raw, now_ns=1)
+    assert n == (len(raw) - hs) // fs
+    assert not (want["present"][:n] & 2).any()
+    for step in (1000, 4093):
+        fd = _feed([raw[i:i + step] for i in range(0, len(raw), step)])
+        try:
+            got, m = _ebpf.Decoder(dtype, states=0xFFF).read(fd)
+        finally:
+            os.close(fd)
+        assert m == n and (got[:m][["cid", "SegsOut", "CurCwnd"]] ==
+                           want[:n][["cid", "SegsOut", "CurCwnd"]]).all()
+    # the same decoder then reads whole records again (the size is per read)
+    _got, m = dec.decode(full, now_ns=1)
+    assert m == (len(full) - hs) // _ebpf.REC_SIZE
+
+    def forged(data: bytes) -> None:
+        with pytest.raises(errors.MalformedReply):
+            _ebpf.Decoder(dtype, states=0xFFF).decode(data, now_ns=1)
+
+    first = bytearray(raw[hs:hs + fs])
+    first[6] |= 2                                    # W10G_EB_R_STORAGE in a short record
+    forged(raw[:hs] + bytes(first))
+    other = bytearray(raw[:hs])
+    struct.pack_into("<H", other, 8, fs + 8)         # a header announcing a third size
+    forged(bytes(other) + raw[hs:])
+    forged(full[:hs] + raw[hs:])                     # short records after a whole header
+    forged(raw[:hs] + full[hs:])                     # whole records after a short header
+    forged(raw[hs:])                                 # short records with no header
+    forged(raw[:-8])                                 # cut inside the last record
 
 
 # -- pin directories another user planted (/sys/fs/bpf is world-writable, mode 1777) ----------

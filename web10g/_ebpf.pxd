@@ -34,6 +34,7 @@ cdef extern from "w10g_ebpf.h" nogil:
         uint32_t family_mask
         uint32_t netns_ino
         uint32_t headers
+        uint32_t rec_size
         size_t bad_offset
 
     int w10g_eb_decode(const uint8_t *buf, size_t len, w10g_eb_sink *s)
@@ -46,4 +47,5 @@ cdef extern from "w10g_ebpf.h" nogil:
     int w10g_eb_row_offset(int field)
     size_t w10g_eb_row_size()
     size_t w10g_eb_rec_size()
+    size_t w10g_eb_fields_size()
     size_t w10g_eb_hdr_size()

@@ -23,7 +23,7 @@ from web10g._ebpf cimport (
     W10G_EB_NFIELDS, W10G_EB_P_INFO, W10G_EB_P_COUNTERS, W10G_EB_P_SEQ, w10g_eb_config,
     w10g_eb_sink, w10g_eb_decode, w10g_eb_read_all, w10g_eb_read_decode, w10g_eb_field_name,
     w10g_eb_field_kind, w10g_eb_plan, w10g_eb_row_offset, w10g_eb_row_size,
-    w10g_eb_rec_size, w10g_eb_hdr_size,
+    w10g_eb_rec_size, w10g_eb_hdr_size, w10g_eb_fields_size,
 )
 from web10g._rows cimport check_out, grow_rows
 from web10g import errors
@@ -34,6 +34,8 @@ P_INFO = W10G_EB_P_INFO
 P_COUNTERS = W10G_EB_P_COUNTERS
 P_SEQ = W10G_EB_P_SEQ
 REC_SIZE = w10g_eb_rec_size()
+#: the fields reader's records: REC_SIZE cut before the counters
+FIELDS_SIZE = w10g_eb_fields_size()
 HDR_SIZE = w10g_eb_hdr_size()
 
 #: Every column the decoder can produce, in its order, and each column's store kind.

@@ -162,6 +162,7 @@ class EbpfAgent(BaseAgent):
         self.pin_dir = os.path.abspath(
             pin_dir or os.environ.get("WEB10G_EBPF_PIN_DIR") or L.DEFAULT_PIN_DIR)
         self._iter = os.path.join(self.pin_dir, "iter")
+        self._fields = os.path.join(self.pin_dir, "fields")
         if reason and not os.path.exists(self._iter):
             raise L.NotBuilt(reason)
         self.netns = _netns.resolve(netns)
@@ -210,18 +211,19 @@ class EbpfAgent(BaseAgent):
         return EbpfAgent(netns=self.netns, pin_dir=self.pin_dir)
 
     # -- reading ---------------------------------------------------------------------
-    def _open_iter(self) -> int:
+    def _open_iter(self, path: str | None = None) -> int:
         # (entering a namespace that is gone raises its own FileNotFoundError, which
         # names the namespace: only the open below means "not loaded")
+        path = path or self._iter
         with _netns.entered(self.netns):
             try:
-                return L.open_pin(self._iter)      # root's pin, not through a link
+                return L.open_pin(path)            # root's pin, not through a link
             except FileNotFoundError:
                 raise L.NotLoaded(L.not_loaded_message(self.pin_dir)) from None
             except L.UnsafePinDir:
                 raise
             except PermissionError:
-                raise PermissionError(errno.EACCES, f"{self._iter} is readable by root only: "
+                raise PermissionError(errno.EACCES, f"{path} is readable by root only: "
                                       "run as root, or have root load with 'web10g ebpf "
                                       "load --reader-group GROUP' and join that group") from None
 
@@ -250,24 +252,42 @@ class EbpfAgent(BaseAgent):
         """Variables whose hook this kernel refused (or the load left out)."""
         return set(self._unavailable)
 
-    def _decoder(self, vars: Vars, states: Any, family: Any) -> Any:
+    def _decoder(self, vars: Vars, states: Any, family: Any) -> tuple[Any, str]:
+        """The decoder of one selection, and the reader pin to read for it."""
         key = (_vars_key(vars), states if not isinstance(states, list) else tuple(states),
                family)
-        dec = self._decoders.get(key)
-        if dec is None:
+        entry = self._decoders.get(key)
+        if entry is None:
             if len(self._decoders) >= 32:
                 self._decoders.pop(next(iter(self._decoders)))
-            dec = self._decoders[key] = _ebpf.Decoder(
+            dec = _ebpf.Decoder(
                 self.dtype(vars), states=_rows.parse_states(states),
                 families=_rows.parse_family(family), sysctls=self._sysctls, hz=self.hz)
-        return dec
+            entry = self._decoders[key] = (dec, self.reader_pin(vars))
+        return entry
 
-    def _read(self, dec: Any, target: np.ndarray) -> tuple[np.ndarray, int]:
+    def reader_pin(self, vars: Vars = None) -> str:
+        """The pinned reader that ``read_all(vars)`` reads: ``fields`` when no selected
+        variable needs the storage's counters (it skips the per-socket storage lookup, a
+        chain of dependent cache misses: about a fifth of a full read), else ``iter``."""
+        if self.hooks & L.HOOK_FIELDS and not any(
+                _STORAGE_HOOKS & set(v.ebpf.hooks)  # type: ignore[union-attr]
+                for v in self._select(vars)):
+            return self._fields
+        return self._iter
+
+    def _read(self, dec: Any, target: np.ndarray, path: str) -> tuple[np.ndarray, int]:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this ebpf agent is in use by another thread: clone() it "
                                "for each thread")
         try:
-            fd = self._open_iter()
+            if path != self._iter and not os.path.exists(path):
+                # a reload without the fields reader (an older loader): the full one
+                # serves every selection
+                self.hooks &= ~L.HOOK_FIELDS
+                self._decoders.clear()
+                path = self._iter
+            fd = self._open_iter(path)
             try:
                 arr, n = dec.read(fd, target, keep=self._tap is not None)
             finally:
@@ -286,7 +306,7 @@ class EbpfAgent(BaseAgent):
         """One row per flow (see the module docstring); the ``out=`` contract of every
         backend. ``states``/``family`` are applied by the decoder, ``filter`` (ss-style)
         by the same evaluator the replays use."""
-        dec = self._decoder(vars, states, family)
+        dec, path = self._decoder(vars, states, family)
         key = dec.dtype
         filtering = filter is not None
         if filtering:
@@ -294,7 +314,7 @@ class EbpfAgent(BaseAgent):
 
             _filter.compile(filter)             # a malformed filter fails before reading
         target = self._target(dec.dtype, out, filtering, self._seen.get(key, 0))
-        arr, n = self._read(dec, target)
+        arr, n = self._read(dec, target, path)
         self._seen[key] = n
         keep = _rows.select(arr[:n], filter, None, None, default_states=False) if filtering \
             else None

@@ -8,8 +8,10 @@ A program type the kernel refuses does not fail the load: its hook is left out a
 variables that need it read as unavailable (``status()`` lists them).
 
 Pins: ``iter`` (the reader: open + read, no capability needed, mode 0400 or 0440 to a
-reader group), ``write``/``kill`` (root), the maps ``ctl`` (write requests), ``closed``
-(the ring buffer of close records) and ``drops``, and one link per attached hook.
+reader group), ``fields`` (the same reader without the storage's counters, for reads
+that select none of them: same mode), ``write``/``kill`` (root), the maps ``ctl``
+(write requests), ``closed`` (the ring buffer of close records) and ``drops``, and one
+link per attached hook.
 ``unload()`` removes them all: the programs and maps go with the last reference.
 
 Loading needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (in practice: root) and a kernel
@@ -42,6 +44,7 @@ BTF_PATH = "/sys/kernel/btf/vmlinux"
 # csrc/w10g_ebpf_rec.h
 HOOK_SOCKOPS, HOOK_ITER, HOOK_CONG, HOOK_RETRANS = 1, 2, 4, 8
 HOOK_PROBE, HOOK_RING, HOOK_WRITE, HOOK_DESTROY = 16, 32, 64, 128
+HOOK_FIELDS = 256
 HOOK_NAMES = {
     HOOK_SOCKOPS: "sock_ops (cgroup v2 root) + sk_storage",
     HOOK_ITER: "iter/tcp reader",
@@ -51,6 +54,7 @@ HOOK_NAMES = {
     HOOK_RING: "ring buffer of close records",
     HOOK_WRITE: "iter/tcp writer (bpf_setsockopt)",
     HOOK_DESTROY: "iter/tcp bpf_sock_destroy",
+    HOOK_FIELDS: "iter/tcp reader of the tcp_sock fields alone (reads without counters)",
 }
 #: short hook names as the registry (ebpf-map.csv) spells them -> bits
 HOOK_BY_NAME = {"sockops": HOOK_SOCKOPS, "iter": HOOK_ITER, "cong": HOOK_CONG,
@@ -60,6 +64,7 @@ HOOK_BY_NAME = {"sockops": HOOK_SOCKOPS, "iter": HOOK_ITER, "cong": HOOK_CONG,
 # (group, programs, hook bits, how it attaches, pin name)
 GROUPS = [
     ("iter", ("w10g_iter",), HOOK_ITER, "iter", "iter"),
+    ("fields", ("w10g_iter_fields",), HOOK_FIELDS, "iter", "fields"),
     ("sockops", ("w10g_sockops",), HOOK_SOCKOPS | HOOK_RING, "cgroup", "sockops"),
     ("cong", ("w10g_cong",), HOOK_CONG, "trace", "cong"),
     ("retrans", ("w10g_retrans",), HOOK_RETRANS, "trace", "retrans"),
@@ -68,6 +73,8 @@ GROUPS = [
     ("destroy", ("w10g_kill",), HOOK_DESTROY, "iter", "kill"),
 ]
 PINNED_MAPS = {"w10g_ctl": "ctl", "w10g_closed": "closed", "w10g_drops": "drops"}
+#: the pins readers open (no capability; mode 0400, or 0440 to a reader group)
+READER_PINS = ("iter", "fields")
 #: every name the loader pins: all that unload() ever removes from a pin directory
 OUR_PINS = frozenset(pin for *_, pin in GROUPS) | frozenset(PINNED_MAPS.values())
 
@@ -578,11 +585,12 @@ def _set_modes(pin_dir: str, gid: int | None) -> None:
     os.chmod(pin_dir, 0o750 if gid is not None else 0o700)
     if gid is not None:
         os.chown(pin_dir, 0, gid)
-    it = os.path.join(pin_dir, "iter")
-    if os.path.exists(it):
-        os.chmod(it, 0o440 if gid is not None else 0o400)
-        if gid is not None:
-            os.chown(it, 0, gid)
+    for name in READER_PINS:
+        it = os.path.join(pin_dir, name)
+        if os.path.exists(it):
+            os.chmod(it, 0o440 if gid is not None else 0o400)
+            if gid is not None:
+                os.chown(it, 0, gid)
 
 
 def _detach(path: str) -> None:

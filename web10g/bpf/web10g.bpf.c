@@ -13,6 +13,8 @@
  *   w10g_iter        iter/tcp reader: one header, then one fixed-size record per socket
  *                    of the reader's network namespace (tcp_sock fields via BTF + the
  *                    storage's counters); switches callbacks on for older flows
+ *   w10g_iter_fields iter/tcp reader of the same records without the counters (no
+ *                    storage lookup), for reads that select no counter
  *   w10g_write       iter/tcp writer: TCP_BPF_SNDCWND_CLAMP / TCP_WINDOW_CLAMP by cookie
  *   w10g_kill        iter/tcp: bpf_sock_destroy() by cookie
  *
@@ -666,8 +668,11 @@ int BPF_PROG(w10g_probe, struct sock *sk, struct sk_buff *skb)
 
 /* ---- the reader --------------------------------------------------------------------- */
 
-SEC("iter/tcp")
-int w10g_iter(struct bpf_iter__tcp *ctx)
+/* One reader pass over one socket. counters: a full record (the storage's counters, and
+ * callbacks switched on for flows older than the programs); 0: the fields reader's
+ * record, cut before the counters, without the storage lookup. A constant at each call,
+ * so each program is compiled with only its own branch. */
+static __always_inline int iter_record(struct bpf_iter__tcp *ctx, const int counters)
 {
     struct seq_file *seq = ctx->meta->seq;
     struct sock_common *skc = ctx->sk_common;
@@ -684,7 +689,7 @@ int w10g_iter(struct bpf_iter__tcp *ctx)
         h.magic = W10G_EB_MAGIC_HDR;
         h.size = sizeof(h);
         h.version = W10G_EB_VERSION;
-        h.rec_size = sizeof(struct w10g_eb_rec);
+        h.rec_size = counters ? sizeof(struct w10g_eb_rec) : W10G_EB_FIELDS_SIZE;
         h.hooks = cfg.hooks;
         h.hz = cfg.hz;
         h.full = cfg.full;
@@ -712,12 +717,12 @@ int w10g_iter(struct bpf_iter__tcp *ctx)
         r->jiffies32 = (__u32)j;
     }
     tp = bpf_skc_to_tcp_sock(skc);
-    if (tp)
+    if (counters && tp)
         st = bpf_sk_storage_get(&w10g_sk, tp, 0, 0);
     /* Every field of the record is written below (no memset of the per-CPU scratch:
      * the padding stays as the map was created, zero). */
     r->magic = W10G_EB_MAGIC_REC;
-    r->size = sizeof(*r);
+    r->size = counters ? sizeof(*r) : W10G_EB_FIELDS_SIZE;
     r->flags = 0;
     r->cookie = bpf_get_socket_cookie(skc);
     fill_identity(r, skc);
@@ -728,7 +733,7 @@ int w10g_iter(struct bpf_iter__tcp *ctx)
             r->flags |= W10G_EB_R_SEQ;
         else
             r->snd_una = r->snd_nxt = r->rcv_nxt = 0;
-        if (!st && r->state != BPF_TCP_LISTEN && r->state != BPF_TCP_CLOSE &&
+        if (counters && !st && r->state != BPF_TCP_LISTEN && r->state != BPF_TCP_CLOSE &&
             (cfg.hooks & W10G_EB_HOOK_SOCKOPS)) {
             /* a flow older than the programs: counters from now on, callbacks on */
             st = bpf_sk_storage_get(&w10g_sk, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -745,9 +750,27 @@ int w10g_iter(struct bpf_iter__tcp *ctx)
         __builtin_memset(&r->bytes_sent, 0,
                          offsetof(struct w10g_eb_rec, c) - offsetof(struct w10g_eb_rec, bytes_sent));
     }
+    if (!counters) {
+        bpf_seq_write(seq, r, W10G_EB_FIELDS_SIZE);
+        return 0;
+    }
     fill_counters(r, st);
     bpf_seq_write(seq, r, sizeof(*r));
     return 0;
+}
+
+SEC("iter/tcp")
+int w10g_iter(struct bpf_iter__tcp *ctx)
+{
+    return iter_record(ctx, 1);
+}
+
+/* The fields reader: for reads that ask for no counter (their variables all come from
+ * the tcp_sock). Same records, cut before the counters; no storage lookup. */
+SEC("iter/tcp")
+int w10g_iter_fields(struct bpf_iter__tcp *ctx)
+{
+    return iter_record(ctx, 0);
 }
 
 /* ---- writes and kills, by cookie ------------------------------------------------------ */
