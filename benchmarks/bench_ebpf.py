@@ -151,12 +151,13 @@ def _raw_reader(path: str) -> Any:
 
 
 def read_cost(res: Results, sizes: list[int], rounds: int, tmp: str) -> None:
-    from web10g.backends.ebpf import EbpfAgent
+    from web10g.backends.ebpf import _STORAGE_HOOKS, EbpfAgent
 
     exe = build_floor(tmp)
     floor = FloorServer(exe)
     floor46 = FloorServer(exe, families="46")
     out_rows = []
+    fields_rows = []
     targets: list[tuple[int, int, float, float]] = []
     try:
         for n in sizes:
@@ -170,19 +171,25 @@ def read_cost(res: Results, sizes: list[int], rounds: int, tmp: str) -> None:
                 agent = EbpfAgent(pin_dir=PIN)
                 buf = np.empty(n + n // 4 + 1024, agent.dtype())
                 raw = _raw_reader(os.path.join(PIN, "iter"))
+                # the variables the fields reader serves (no storage counter among them)
+                fvars = [v.name for v in agent.variables()
+                         if not _STORAGE_HOOKS & set(v.ebpf.hooks)]
+                fbuf = np.empty(n + n // 4 + 1024, agent.dtype(fvars))
+                has_fields = agent.reader_pin(fvars).endswith("/fields")
                 # per round: (floor wall, floor cpu, raw wall, read_all wall, read_all cpu)
                 t: dict[str, list[float]] = {k: [] for k in ("floor", "floor_cpu", "raw",
                                                              "read_all", "read_all_cpu",
-                                                             "floor46")}
+                                                             "floor46", "fields")}
                 count = 0
                 for _ in range(2):                          # warm-up
                     floor.run(0x02)
                     floor46.run(0x02)
                     raw()
                     agent.read_all(states="all", out=buf)
+                    agent.read_all(fvars, states="all", out=fbuf)
                 for r in range(rounds):
-                    order = ["floor", "raw", "read_all", "floor46"]
-                    order = order[r % 4:] + order[:r % 4]
+                    order = ["floor", "raw", "read_all", "floor46", "fields"]
+                    order = order[r % 5:] + order[:r % 5]
                     for m in order:
                         if m == "floor":
                             f = floor.run(0x02)
@@ -190,6 +197,10 @@ def read_cost(res: Results, sizes: list[int], rounds: int, tmp: str) -> None:
                             t["floor_cpu"].append(f["cpu_median_ns"])
                         elif m == "floor46":
                             t["floor46"].append(floor46.run(0x02)["median_ns"])
+                        elif m == "fields":
+                            t0 = time.perf_counter_ns()
+                            agent.read_all(fvars, states="all", out=fbuf)
+                            t["fields"].append(time.perf_counter_ns() - t0)
                         elif m == "raw":
                             t0 = time.perf_counter_ns()
                             raw()
@@ -205,6 +216,7 @@ def read_cost(res: Results, sizes: list[int], rounds: int, tmp: str) -> None:
                 ratio_all = float(np.median(a["read_all"] / a["floor"]))
                 ratio_cpu = float(np.median(a["read_all_cpu"] / a["floor_cpu"]))
                 ratio_46 = float(np.median(a["read_all"] / a["floor46"]))
+                ratio_f = float(np.median(a["fields"] / a["floor"]))
                 per = {k: float(np.median(v)) / count for k, v in a.items()}
                 out_rows.append((f"{count:,}", f"{per['floor']:.0f}", f"{per['raw']:.0f}",
                                  f"{per['read_all']:.0f}", f"{ratio_raw:.2f}x",
@@ -215,8 +227,16 @@ def read_cost(res: Results, sizes: list[int], rounds: int, tmp: str) -> None:
                                               "ratio_raw": ratio_raw, "ratio_read_all":
                                               ratio_all, "ratio_read_all_cpu": ratio_cpu,
                                               "ratio_read_all_per_family_floor": ratio_46,
+                                              "ratio_fields_read_all": ratio_f,
+                                              "fields_vars": len(fvars),
+                                              "fields_reader": has_fields,
                                               "rounds_ns": t})
                 targets.append((n, count, ratio_all, ratio_cpu))
+                fields_rows.append((f"{count:,}", f"{len(fvars)}",
+                                    "fields" if has_fields else "iter (no fields pin)",
+                                    f"{per['floor']:.0f}", f"{per['fields']:.0f}",
+                                    f"{ratio_f:.2f}x", f"{per['read_all']:.0f}",
+                                    f"{ratio_all:.2f}x"))
             finally:
                 pairs.__exit__(None, None, None)
     finally:
@@ -234,6 +254,12 @@ def read_cost(res: Results, sizes: list[int], rounds: int, tmp: str) -> None:
                                   "per-family floor: the same dump as one request per "
                                   "family, as ss asks (two walks); context, not the "
                                   "target's floor"])
+    res.table("read_cost_fields", "== reads that select no counter (the tcp_sock variables "
+              "alone) take the fields reader: no storage lookup; same rounds, ns per socket",
+              ["sockets", "variables", "reader", "floor ns", "read_all ns",
+               "read_all / floor", "full-MIB read_all ns", "full-MIB / floor"], fields_rows,
+              readme=True, notes=["context for the full-MIB target above, not a target: "
+                                  "a read of every variable needs the counters"])
     for n, count, ratio_all, ratio_cpu in targets:
         what = {"sockets": count, "states": "0xfff", "vars": "all (full mode)"}
         res.target(f"read_cost_{n}", f"full-MIB ebpf read_all / inet_diag INFO floor, "
