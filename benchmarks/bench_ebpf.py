@@ -112,7 +112,9 @@ int main(int argc, char **argv) {
 
 
 def coverage(res: Results) -> None:
-    avail_full, _ = mib.ebpf_availability(0x1F)
+    # default: sockops, iter, cong, retrans; full adds probe (tcp_probe) and sent (sock_ops
+    # HDR_OPT_LEN on every sent segment): csrc/w10g_ebpf_rec.h W10G_EB_HOOK_*
+    avail_full, _ = mib.ebpf_availability(0x1F | L.HOOK_SENT)
     avail_def, _ = mib.ebpf_availability(0x0F)
     sd = [v for v in mib.variables(backend="sock_diag") if not v.is_stock]
     rows = []

@@ -193,9 +193,13 @@ static inline void decode_rec(const struct w10g_eb_rec *r, const struct w10g_eb_
     PUT_U32(Timeouts, c->timeouts);
     PUT_U32(CurRwinSent, r->rcv_wnd);
     PUT_U32(MaxRwinSent, c->max_rwin_sent);
+    PUT_U32(ZeroRwinSent, c->zero_rwin_sent);
     PUT_U32(CurRwinRcvd, r->snd_wnd);
     PUT_U32(MaxRwinRcvd, r->max_window);
     PUT_U32(ZeroRwinRcvd, c->zero_rwin_rcvd);
+    PUT_U32(SndLimTransSnd, c->snd_lim_trans_snd);
+    PUT_U32(SndLimTransCwnd, c->snd_lim_trans_cwnd);
+    PUT_U32(SndLimTransRwin, c->snd_lim_trans_rwin);
     PUT_U32(SndLimTimeSnd, j_to_us(chrono[2], hz));
     PUT_U32(SndLimTimeCwnd, j_to_us(busy - chrono[1] - chrono[2], hz));
     PUT_U32(SndLimTimeRwin, j_to_us(chrono[1], hz));
@@ -222,8 +226,11 @@ static inline void decode_rec(const struct w10g_eb_rec *r, const struct w10g_eb_
     PUT_U32(PostCongSumRTT, c->post_cong_sum_rtt_us / 1000);
     PUT_U32(PostCongCountRTT, c->post_cong_count_rtt);
     PUT_U32(ECNsignals, c->ecn_signals);
+    PUT_U32(DupAckEpisodes, c->dupack_episodes);
     PUT_U32(RcvRTT, r->rcv_rtt_us >> 3);
+    PUT_U32(DupAcksOut, c->dupacks_out);
     PUT_U32(CERcvd, r->received_ce);
+    PUT_U32(ECESent, c->ece_sent);
     /* stack */
     PUT_I32(ActiveOpen, active ? 1 : 2);
     PUT_U32(MSSSent, r->advmss);

@@ -48,9 +48,13 @@
     X(Timeouts, U32) \
     X(CurRwinSent, U32) \
     X(MaxRwinSent, U32) \
+    X(ZeroRwinSent, U32) \
     X(CurRwinRcvd, U32) \
     X(MaxRwinRcvd, U32) \
     X(ZeroRwinRcvd, U32) \
+    X(SndLimTransSnd, U32) \
+    X(SndLimTransCwnd, U32) \
+    X(SndLimTransRwin, U32) \
     X(SndLimTimeSnd, U32) \
     X(SndLimTimeCwnd, U32) \
     X(SndLimTimeRwin, U32) \
@@ -76,8 +80,11 @@
     X(PostCongSumRTT, U32) \
     X(PostCongCountRTT, U32) \
     X(ECNsignals, U32) \
+    X(DupAckEpisodes, U32) \
     X(RcvRTT, U32) \
+    X(DupAcksOut, U32) \
     X(CERcvd, U32) \
+    X(ECESent, U32) \
     X(ActiveOpen, I32) \
     X(MSSSent, U32) \
     X(MSSRcvd, U32) \

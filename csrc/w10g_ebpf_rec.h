@@ -32,6 +32,8 @@ enum {
     W10G_EB_HOOK_WRITE = 1 << 6,        /* iter/tcp writer (LimCwnd, LimRwin) */
     W10G_EB_HOOK_DESTROY = 1 << 7,      /* iter/tcp bpf_sock_destroy (kill) */
     W10G_EB_HOOK_FIELDS = 1 << 8,       /* iter/tcp reader of the tcp_sock fields alone */
+    W10G_EB_HOOK_SENT = 1 << 9,         /* sock_ops HDR_OPT_LEN on every sent segment
+                                           ("full" mode, with HOOK_SOCKOPS) */
 };
 
 /* struct w10g_eb_rec.flags */
@@ -99,6 +101,15 @@ struct w10g_eb_counters {
     __u32 max_app_wq;
     __u32 max_app_rq;
     __u32 max_rwin_sent;
+    /* sampled on every sent segment (W10G_EB_HOOK_SENT) */
+    __u32 zero_rwin_sent;        /* segments sent while rcv_wnd was 0 */
+    __u32 snd_lim_trans_snd;     /* entries into tp->chrono_type SNDBUF_LIMITED */
+    __u32 snd_lim_trans_cwnd;    /* ... BUSY (neither rwnd- nor sndbuf-limited) */
+    __u32 snd_lim_trans_rwin;    /* ... RWND_LIMITED */
+    __u32 dupacks_out;           /* pure ACKs repeating the last ACK, ooo data queued */
+    __u32 dupack_episodes;       /* runs of those (the first of each) */
+    __u32 ece_sent;              /* segments sent with ECE (ecn_flags DEMAND_CWR) */
+    __u32 pad_sent;
     __u8 ip_ttl;
     __u8 ip_tos_in;
     __u8 pad[6];
@@ -113,9 +124,11 @@ struct w10g_eb_sk {
     __u32 dup_run;               /* duplicate ACKs of the current run */
     __u32 dup_since_adv;         /* duplicate ACKs since snd_una last advanced */
     __u32 cong_ssthresh;         /* ssthresh at the last congestion entry */
+    __u32 last_ack_sent;         /* rcv_nxt at the previous sent segment (its ACK) */
     __u8 post_cong_pending;
     __u8 run_had_recovery;
-    __u8 pad[2];
+    __u8 last_chrono;            /* tp->chrono_type at the previous sent segment */
+    __u8 dup_out_run;            /* the previous sent segment was a duplicate ACK */
 };
 
 /* The iterator's first record: what was loaded and how to convert. */

@@ -71,6 +71,29 @@ def test_status_lists_hooks_and_variables(pins: str) -> None:
     assert len(st["available"]) >= 100           # the issue's coverage target
     assert {"SndLimTransStartup", "EarlyRetrans", "RackTimeout"} <= set(st["unavailable"])
     assert {"iter", "sockops", "closed", "ctl"} <= set(st["pins"])
+    # full mode: sock_ops on every sent segment too
+    assert st["hooks"][L.HOOK_NAMES[L.HOOK_SENT]]
+    assert {"DupAcksOut", "ZeroRwinSent", "ECESent", "SndLimTransRwin"} <= set(st["available"])
+
+
+def test_load_is_the_default_hook_set_unless_full(tmp_path: Any) -> None:
+    """The per-segment hooks are opt-in (``--full``): a plain load keeps the data path
+    within the default set's cost and says which variables that leaves out, and why."""
+    from web10g.cli.ebpf import _parser
+
+    assert _parser("ebpf").parse_args(["load"]).full is False
+    assert _parser("ebpf").parse_args(["load", "--full"]).full is True
+    pin = f"/sys/fs/bpf/web10g_test_d{os.getpid()}"
+    L.load(pin)
+    try:
+        st = L.status(pin)
+        assert st["mode"] == "default" and not st["hooks"][L.HOOK_NAMES[L.HOOK_SENT]]
+        assert not st["hooks"][L.HOOK_NAMES[L.HOOK_PROBE]]
+        assert "sent" in st["unavailable"]["DupAcksOut"]
+        assert "probe" in st["unavailable"]["DupAcksIn"]
+        assert {"CurCwnd", "Timeouts", "FastRetran"} <= set(st["available"])
+    finally:
+        L.unload(pin)
 
 
 def test_loading_twice_is_harmless(pins: str) -> None:
@@ -523,14 +546,99 @@ def test_dupacks_in_follow_rfc5681(pins: str, netns_name: str) -> None:
         with _agent(pins, netns=netns_name) as eb:
             r = eb.read_all(["DupAcksIn", "SACKsRcvd", "SegsRetrans"],
                             filter=f"dport = :{port}")[0]
+            # the receiver's side of it (full mode: sock_ops on every sent segment)
+            rx = eb.read_all(["DupAcksOut", "DupAckEpisodes"], filter=f"sport = :{port}")
         assert r["SegsRetrans"] > 0
         assert 0 < r["DupAcksIn"] <= r["SACKsRcvd"]
+        # every ACK sent while out-of-order data waited carried SACK blocks (no ACK was
+        # dropped), and each hole began one run of them
+        assert 0 < rx["DupAcksOut"][0] <= r["SACKsRcvd"]
+        assert 1 <= rx["DupAckEpisodes"][0] <= rx["DupAcksOut"][0]
         got = 0
         s.settimeout(5)
         while got < 30_000:              # and every byte arrived
             got += len(s.recv(65536))
         assert got == 30_000
     finally:
+        for k in (lst, c, s):
+            k.close()
+
+
+def test_zero_window_and_sender_limits(pins: str, netns_name: str) -> None:
+    """A receiver that stops reading: its buffer fills, it advertises a zero window and
+    answers the sender's window probes with more (ZeroRwinSent, sampled as each segment
+    leaves); the sender moves from busy to receive-window-limited (SndLimTrans*, the
+    kernel's tcp_chrono states sampled the same way), as tcp_info's chrono times say."""
+    with _netns.entered(netns_name):
+        lst = socket.create_server(("127.0.0.1", 0))
+        port = lst.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", port))
+        s, _ = lst.accept()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.setblocking(False)
+        blocked, deadline = None, time.monotonic() + 10
+        while time.monotonic() < deadline:    # until the send buffer stays full
+            try:
+                c.send(b"r" * 65536)
+                blocked = None
+            except BlockingIOError:
+                blocked = blocked or time.monotonic()
+                if time.monotonic() - blocked > 0.5:
+                    break
+                time.sleep(0.02)
+        time.sleep(1.5)                       # a few window probes and their answers
+        b = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        busy_us, rwnd_us = struct.unpack_from("<QQ", b, 168)   # tcpi_busy_time, rwnd_limited
+        with _agent(pins, netns=netns_name) as eb:
+            tx = eb.read_all(["SndLimTransCwnd", "SndLimTransRwin", "SndLimTransSnd",
+                              "SndLimTimeRwin", "ZeroRwinRcvd"], filter=f"dport = :{port}")
+            rx = eb.read_all(["ZeroRwinSent", "CurRwinSent"], filter=f"sport = :{port}")
+        assert len(tx) == len(rx) == 1
+        assert rwnd_us > 0 and busy_us > 0
+        assert tx["SndLimTransCwnd"][0] >= 1 and tx["SndLimTransRwin"][0] >= 1
+        assert tx["SndLimTimeRwin"][0] > 0 and tx["ZeroRwinRcvd"][0] > 0
+        assert rx["CurRwinSent"][0] == 0 and rx["ZeroRwinSent"][0] > 0
+    finally:
+        for k in (lst, c, s):
+            k.close()
+
+
+def test_ece_sent_when_data_arrives_marked(pins: str, netns_name: str) -> None:
+    """ECN negotiated, every data segment marked CE on its way in (nftables): the receiver
+    echoes ECE (ECESent) until the sender's CWR, CERcvd counts the marks, and the sender
+    reduces its window (ECNsignals)."""
+    subprocess.run(["ip", "netns", "exec", netns_name, "sysctl", "-qw",
+                    "net.ipv4.tcp_ecn=1"], check=True)
+    with _netns.entered(netns_name):
+        lst = socket.create_server(("127.0.0.1", 0))
+        port = lst.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", port))
+        s, _ = lst.accept()
+    stop = threading.Event()
+    t = threading.Thread(target=_drain, args=(s, stop), daemon=True)
+    t.start()
+    try:
+        with _agent(pins, netns=netns_name) as eb:
+            quiet = eb.read_all(["ECESent"], filter=f"sport = :{port}")
+            assert quiet["ECESent"][0] == 0 and eb.available(quiet, "ECESent").all()
+            _nft(netns_name, "add", "table", "inet", "w10g")
+            _nft(netns_name, "add", "chain", "inet", "w10g", "in",
+                 "{ type filter hook input priority 0 ; }")
+            _nft(netns_name, "add", "rule", "inet", "w10g", "in", "tcp", "dport", str(port),
+                 "meta", "length", "gt", "200", "ip", "ecn", "set", "ce")
+            for _ in range(50):
+                c.sendall(b"e" * 16384)
+                time.sleep(0.002)
+            time.sleep(0.3)
+            rx = eb.read_all(["ECESent", "CERcvd", "ECN"], filter=f"sport = :{port}")
+            tx = eb.read_all(["ECNsignals", "ECN"], filter=f"dport = :{port}")
+        assert rx["ECN"][0] == 1 and tx["ECN"][0] == 1        # negotiated
+        assert rx["CERcvd"][0] > 0 and rx["ECESent"][0] > 0
+        assert tx["ECNsignals"][0] >= 1
+    finally:
+        stop.set()
+        t.join(5)
         for k in (lst, c, s):
             k.close()
 

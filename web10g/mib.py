@@ -129,7 +129,8 @@ class EbpfSource:
     """How the ebpf backend obtains a variable (web10g/data/ebpf-map.csv).
 
     ``hooks``: the loaded programs it needs, all of them ("iter", "sockops", "cong",
-    "retrans", "probe"); a hook the kernel refused makes it unavailable.
+    "retrans", "probe", and "sent": sock_ops on every sent segment, full mode); a hook the
+    kernel refused (or a mode that leaves it out) makes it unavailable.
     """
 
     match: str  # exact | approx | derived | unavailable
@@ -461,7 +462,8 @@ def variables(table: str | None = None, backend: str | None = None,
     return out
 
 
-_EBPF_HOOK_BITS = {"sockops": 1, "iter": 2, "cong": 4, "retrans": 8, "probe": 16}
+_EBPF_HOOK_BITS = {"sockops": 1, "iter": 2, "cong": 4, "retrans": 8, "probe": 16,
+                   "sent": 512}
 
 
 def ebpf_availability(hooks: int) -> tuple[list[str], dict[str, str]]:

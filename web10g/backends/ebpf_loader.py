@@ -45,6 +45,7 @@ BTF_PATH = "/sys/kernel/btf/vmlinux"
 HOOK_SOCKOPS, HOOK_ITER, HOOK_CONG, HOOK_RETRANS = 1, 2, 4, 8
 HOOK_PROBE, HOOK_RING, HOOK_WRITE, HOOK_DESTROY = 16, 32, 64, 128
 HOOK_FIELDS = 256
+HOOK_SENT = 512     # not a program of its own: sock_ops' per-segment callback, full mode
 HOOK_NAMES = {
     HOOK_SOCKOPS: "sock_ops (cgroup v2 root) + sk_storage",
     HOOK_ITER: "iter/tcp reader",
@@ -55,6 +56,7 @@ HOOK_NAMES = {
     HOOK_WRITE: "iter/tcp writer (bpf_setsockopt)",
     HOOK_DESTROY: "iter/tcp bpf_sock_destroy",
     HOOK_FIELDS: "iter/tcp reader of the tcp_sock fields alone (reads without counters)",
+    HOOK_SENT: "sock_ops HDR_OPT_LEN (full mode: every sent segment)",
 }
 #: short hook names as the registry (ebpf-map.csv) spells them -> bits
 HOOK_BY_NAME = {"sockops": HOOK_SOCKOPS, "iter": HOOK_ITER, "cong": HOOK_CONG,
@@ -450,11 +452,13 @@ def is_loaded(pin_dir: str = DEFAULT_PIN_DIR) -> bool:
     return os.path.exists(os.path.join(pin_dir, "iter"))
 
 
-def load(pin_dir: str = DEFAULT_PIN_DIR, *, full: bool = True, reader_group: str | None = None,
-         reload: bool = False) -> LoadResult:
+def load(pin_dir: str = DEFAULT_PIN_DIR, *, full: bool = False,
+         reader_group: str | None = None, reload: bool = False) -> LoadResult:
     """Load and attach the instruments, pin them under ``pin_dir``.
 
-    ``full`` adds the per-segment tcp_probe hook (more variables, more data-path cost).
+    ``full`` adds the per-segment hooks, tcp_probe on every received segment and sock_ops
+    HDR_OPT_LEN on every sent one (23 more variables, about 5% more data-path cost:
+    docs/ebpf.md). Off by default: the default hook set keeps within 5%.
     ``reader_group`` lets that group read the pinned iterator (default: root only).
     Loading again while loaded is harmless: nothing changes (``already`` is True) unless
     ``reload``, which unloads first. A hook the kernel refuses is left out
@@ -498,10 +502,12 @@ def _load_locked(pin_dir: str, full: bool, gid: int | None) -> LoadResult:
     bits = {g: b for g, _, b, *_ in GROUPS}
     res = LoadResult(pin_dir=pin_dir)
 
-    def hooks_of(groups: list[str]) -> int:
+    def hooks_of(groups: list[str], full: bool = full) -> int:
         h = 0
         for g in groups:
             h |= bits[g]
+        if full and "sockops" in groups:
+            h |= HOOK_SENT          # sock_ops then asks for HDR_OPT_LEN on every send
         return h
 
     obj, why = _open_and_load(lb, wanted, hooks_of(wanted), hz, full, now)
@@ -520,8 +526,8 @@ def _load_locked(pin_dir: str, full: bool, gid: int | None) -> LoadResult:
         if "iter" not in accepted:
             raise EbpfError("the kernel refused the ebpf backend's TCP iterator program: "
                             + res.refused.get("iter", why))
-        obj, why = _open_and_load(lb, accepted, hooks_of(accepted), hz,
-                                  full and "probe" in accepted, now)
+        full = full and "probe" in accepted
+        obj, why = _open_and_load(lb, accepted, hooks_of(accepted, full), hz, full, now)
         if obj is None:
             raise EbpfError(f"loading the accepted programs failed: {why}")
     try:
@@ -556,6 +562,8 @@ def _load_locked(pin_dir: str, full: bool, gid: int | None) -> LoadResult:
                 if rc:
                     raise OSError(-rc, f"cannot pin {pin} in {pin_dir}: {os.strerror(-rc)}")
                 res.hooks |= hook
+            if full and res.hooks & HOOK_SOCKOPS:
+                res.hooks |= HOOK_SENT
         finally:
             os.close(cg_fd)
         for name, pin in PINNED_MAPS.items():

@@ -39,6 +39,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_CA_Recovery 3
 #define TCP_CA_Loss 4
 #define TCP_ECN_OK 1
+#define TCP_ECN_DEMAND_CWR 4
+#define TCPHDR_ACK 0x10
 #define TCPCB_EVER_RETRANS 0x80
 #define U32_MAX 0xffffffffu
 
@@ -48,6 +50,10 @@ const volatile struct w10g_eb_cfg cfg = {};
 /* the callbacks every instrumented socket gets (OR-ed with what is already set) */
 #define W10G_CB_FLAGS (BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG | \
                        BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG)
+/* "full" mode adds HDR_OPT_LEN_CB on every sent segment. WRITE_HDR_OPT_CB itself runs
+ * only for a program that reserves option space, which this one never does: nothing on
+ * the wire changes. */
+#define W10G_CB_FLAGS_NOW (W10G_CB_FLAGS | (cfg.full ? BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG : 0))
 
 struct {
     __uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -329,6 +335,46 @@ static __always_inline struct w10g_eb_rec *scratch(void)
 
 /* ---- sock_ops ----------------------------------------------------------------------- */
 
+/* One segment about to be sent (HDR_OPT_LEN_CB, "full" mode): its header is not written
+ * yet, so the window is the one advertised before it and ECE what tcp_ecn_send() will
+ * set from ecn_flags. */
+static __always_inline void sent_segment(struct bpf_sock_ops *skops, struct w10g_eb_sk *st,
+                                         struct tcp_sock *tp)
+{
+    __u8 chrono = BPF_CORE_READ_BITFIELD(tp, chrono_type);
+
+    /* SndLimTrans*: entries into each limit state of tcp_chrono (1 busy = cwnd-limited,
+     * 2 rwnd-limited, 3 sndbuf-limited), sampled at each sent segment */
+    if (chrono != st->last_chrono) {
+        st->last_chrono = chrono;
+        if (chrono == 1)
+            st->c.snd_lim_trans_cwnd++;
+        else if (chrono == 2)
+            st->c.snd_lim_trans_rwin++;
+        else if (chrono == 3)
+            st->c.snd_lim_trans_snd++;
+    }
+    if (tp->rcv_wnd == 0)
+        st->c.zero_rwin_sent++;
+    if ((tp->ecn_flags & (TCP_ECN_OK | TCP_ECN_DEMAND_CWR)) == (TCP_ECN_OK | TCP_ECN_DEMAND_CWR))
+        st->c.ece_sent++;
+    /* a duplicate ACK: a pure ACK repeating the previous segment's cumulative ACK
+     * (rcv_nxt, which the header about to be written carries) while out-of-order data
+     * is queued; an episode: one whose previous segment was not one */
+    {
+        __u32 rcv_nxt = tp->rcv_nxt;
+        int dup = skops->skb_len == 0 && skops->skb_tcp_flags == TCPHDR_ACK &&
+                  rcv_nxt == st->last_ack_sent && tp->ooo_last_skb;
+        if (dup) {
+            st->c.dupacks_out++;
+            if (!st->dup_out_run)
+                st->c.dupack_episodes++;
+        }
+        st->dup_out_run = dup;
+        st->last_ack_sent = rcv_nxt;
+    }
+}
+
 static __always_inline void close_record(struct bpf_sock_ops *skops, struct w10g_eb_sk *st)
 {
     struct bpf_sock *bsk = skops->sk;
@@ -380,6 +426,11 @@ int w10g_sockops(struct bpf_sock_ops *skops)
     case BPF_SOCK_OPS_STATE_CB:
     case BPF_SOCK_OPS_RTT_CB:
         break;
+    case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+        /* also called by tcp_current_mss() with no segment: not a send */
+        if (!cfg.full || (skops->args[0] & BPF_WRITE_HDR_TCP_CURRENT_MSS))
+            return 1;
+        break;
     default:
         return 1;
     }
@@ -387,22 +438,23 @@ int w10g_sockops(struct bpf_sock_ops *skops)
     if (!bsk)
         return 1;
     st = bpf_sk_storage_get(&w10g_sk, bsk, 0,
-                            op == BPF_SOCK_OPS_STATE_CB ? 0 : BPF_SK_STORAGE_GET_F_CREATE);
+                            op == BPF_SOCK_OPS_STATE_CB || op == BPF_SOCK_OPS_HDR_OPT_LEN_CB
+                            ? 0 : BPF_SK_STORAGE_GET_F_CREATE);
     if (!st)
         return 1;
 
     switch (op) {
     case BPF_SOCK_OPS_TCP_CONNECT_CB:
         init_counters(st, W10G_EB_ST_ACTIVE);
-        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS);
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS_NOW);
         return 1;
     case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
         init_counters(st, W10G_EB_ST_ACTIVE);
-        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS);
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS_NOW);
         break;
     case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
         init_counters(st, W10G_EB_ST_PASSIVE);
-        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS);
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | W10G_CB_FLAGS_NOW);
         break;
     case BPF_SOCK_OPS_RTO_CB:
         /* args: icsk_retransmits (before this expiry), icsk_rto, expired */
@@ -430,6 +482,8 @@ int w10g_sockops(struct bpf_sock_ops *skops)
         __u32 inflight = skops->packets_out - skops->sacked_out - skops->lost_out +
                          skops->retrans_out;
         struct tcp_sock *tp = bpf_skc_to_tcp_sock(bsk);
+        if (op == BPF_SOCK_OPS_HDR_OPT_LEN_CB && tp)
+            sent_segment(skops, st, tp);
         __u32 rto = tp ? tp->inet_conn.icsk_rto : 0;
         if ((int)inflight < 0)
             inflight = 0;
@@ -738,7 +792,7 @@ static __always_inline int iter_record(struct bpf_iter__tcp *ctx, const int coun
             /* a flow older than the programs: counters from now on, callbacks on */
             st = bpf_sk_storage_get(&w10g_sk, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
             if (st) {
-                int flags = r->cb_flags | W10G_CB_FLAGS;
+                int flags = r->cb_flags | W10G_CB_FLAGS_NOW;
                 init_counters(st, W10G_EB_ST_LATE);
                 bpf_setsockopt(tp, SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS, &flags, sizeof(flags));
             }

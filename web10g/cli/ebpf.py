@@ -3,10 +3,10 @@
 "load" loads the BPF programs the kernel accepts, attaches them (sock_ops on the cgroup
 v2 root, tp_btf tracepoints, TCP iterators) and pins them under /sys/fs/bpf/web10g/
 (--pin-dir); loading twice is harmless. --reader-group GROUP lets that group read
-the flows (default: root only). --default leaves out the per-segment tcp_probe hook
-(cheaper data path, fewer variables). "status" says what is loaded, since when, which
-hooks the kernel accepted and which variables are therefore available. "unload"
-removes every pin.
+the flows (default: root only). --full adds the per-segment hooks (tcp_probe on every
+received segment, sock_ops on every sent segment): more variables, a dearer data path.
+"status" says what is loaded, since when, which hooks the kernel accepted and which
+variables are therefore available. "unload" removes every pin.
 """
 from __future__ import annotations
 
@@ -27,10 +27,13 @@ def _parser(prog: str) -> ArgumentParser:
         if name == "load":
             s.add_argument("--reader-group", metavar="GROUP",
                            help="let GROUP read the flows (default: root only)")
+            s.add_argument("--full", dest="full", action="store_true", default=False,
+                           help="add the per-segment hooks (tcp_probe on every received "
+                                "segment, sock_ops on every sent segment): 113 instead of "
+                                "90 variables, about 8%% instead of 3%% of small "
+                                "request/response round trips")
             s.add_argument("--default", dest="full", action="store_false",
-                           help="event hooks only: no per-segment tcp_probe hook "
-                                "(90 instead of 106 variables, about 3%% instead of 10%% "
-                                "on small request/response traffic)")
+                           help="event hooks only (the default)")
             s.add_argument("--reload", action="store_true",
                            help="unload first when already loaded")
         if name == "status":
