@@ -435,7 +435,7 @@ def main() -> int:
             if not args.no_memory:
                 kernel_memory(res, 2000 if args.quick else 20000, 2 if args.quick else 4)
             if not args.no_data_path:
-                data_path(res, tmp, 20000 if args.quick else 100000, 3 if args.quick else 5)
+                data_path(res, tmp, 20000 if args.quick else 100000, 3 if args.quick else 9)
         finally:
             L.unload(PIN)
     res.save()
