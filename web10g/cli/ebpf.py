@@ -30,7 +30,7 @@ def _parser(prog: str) -> ArgumentParser:
             s.add_argument("--full", dest="full", action="store_true", default=False,
                            help="add the per-segment hooks (tcp_probe on every received "
                                 "segment, sock_ops on every sent segment): 113 instead of "
-                                "90 variables, about 8%% instead of 3%% of small "
+                                "90 variables, 8-11%% instead of about 3%% of small "
                                 "request/response round trips")
             s.add_argument("--default", dest="full", action="store_false",
                            help="event hooks only (the default)")
