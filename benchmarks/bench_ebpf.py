@@ -112,10 +112,10 @@ int main(int argc, char **argv) {
 
 
 def coverage(res: Results) -> None:
-    # default: sockops, iter, cong, retrans; full adds probe (tcp_probe) and sent (sock_ops
+    # default: sockops, iter, cong, retrans, drops; full adds probe (tcp_probe) and sent (sock_ops
     # HDR_OPT_LEN on every sent segment): csrc/w10g_ebpf_rec.h W10G_EB_HOOK_*
-    avail_full, _ = mib.ebpf_availability(0x1F | L.HOOK_SENT)
-    avail_def, _ = mib.ebpf_availability(0x0F)
+    avail_full, _ = mib.ebpf_availability(0x1F | L.HOOK_SENT | L.HOOK_DROPS)
+    avail_def, _ = mib.ebpf_availability(0x0F | L.HOOK_DROPS)
     sd = [v for v in mib.variables(backend="sock_diag") if not v.is_stock]
     rows = []
     for label, names in (("sock_diag", [v.name for v in sd]), ("ebpf default", avail_def),

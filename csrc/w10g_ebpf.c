@@ -251,6 +251,8 @@ static inline void decode_rec(const struct w10g_eb_rec *r, const struct w10g_eb_
     PUT_U32(DupAcksIn, c->dupacks_in);
     PUT_U32(SpuriousFrDetected, c->spurious_fr);
     PUT_U32(SpuriousRtoDetected, c->spurious_rto);
+    PUT_U32(SoftErrors, c->soft_errors);
+    PUT_I32(SoftErrorReason, c->soft_error_reason);
     PUT_U32(SlowStart, c->slow_start);
     PUT_U32(CongAvoid, c->cong_avoid);
     PUT_U32(CongOverCount, c->cong_over_count);

@@ -104,6 +104,8 @@
     X(DupAcksIn, U32) \
     X(SpuriousFrDetected, U32) \
     X(SpuriousRtoDetected, U32) \
+    X(SoftErrors, U32) \
+    X(SoftErrorReason, I32) \
     X(SlowStart, U32) \
     X(CongAvoid, U32) \
     X(CongOverCount, U32) \

@@ -34,6 +34,7 @@ enum {
     W10G_EB_HOOK_FIELDS = 1 << 8,       /* iter/tcp reader of the tcp_sock fields alone */
     W10G_EB_HOOK_SENT = 1 << 9,         /* sock_ops HDR_OPT_LEN on every sent segment
                                            ("full" mode, with HOOK_SOCKOPS) */
+    W10G_EB_HOOK_DROPS = 1 << 10,       /* tp_btf/kfree_skb: TCP input drops by reason */
 };
 
 /* struct w10g_eb_rec.flags */
@@ -109,7 +110,9 @@ struct w10g_eb_counters {
     __u32 dupacks_out;           /* pure ACKs repeating the last ACK, ooo data queued */
     __u32 dupack_episodes;       /* runs of those (the first of each) */
     __u32 ece_sent;              /* segments sent with ECE (ecn_flags DEMAND_CWR) */
-    __u32 pad_sent;
+    __u32 soft_errors;           /* input segments dropped by a TCP check (kfree_skb) */
+    __u32 soft_error_reason;     /* RFC 4898 code of the last one (0: none yet) */
+    __u32 pad_drop;
     __u8 ip_ttl;
     __u8 ip_tos_in;
     __u8 pad[6];

@@ -643,6 +643,70 @@ def test_ece_sent_when_data_arrives_marked(pins: str, netns_name: str) -> None:
             k.close()
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _forged_segment(sport: int, dport: int, seq: int, ack: int, payload: bytes = b"") -> bytes:
+    """An IPv4 loopback TCP segment (ACK) of our own making, checksum right."""
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
+                      5 << 4, 0x10, 65535, 0, 0)
+    pseudo = socket.inet_aton("127.0.0.1") * 2 + struct.pack("!BBH", 0, 6,
+                                                             len(hdr) + len(payload))
+    csum = _checksum(pseudo + hdr + payload)
+    return hdr[:16] + struct.pack("!H", csum) + hdr[18:] + payload
+
+
+def test_soft_errors_of_segments_outside_the_window(pins: str, netns_name: str) -> None:
+    """Segments forged into an established flow, one beyond its receive window and one of
+    data it already has: TCP drops both (and answers with an ACK), the kfree_skb hook
+    charges them to the socket: SoftErrors counts them, SoftErrorReason says which
+    (2 aboveDataWindow, then 1 belowDataWindow). The flow carries on."""
+    subprocess.run(["ip", "netns", "exec", netns_name, "sysctl", "-qw",
+                    "net.ipv4.tcp_timestamps=0"], check=True)   # no PAWS in the way
+    with _netns.entered(netns_name):
+        lst = socket.create_server(("127.0.0.1", 0))
+        port = lst.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", port))
+        s, _ = lst.accept()
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    try:
+        c.sendall(b"a" * 5000)
+        got = 0
+        while got < 5000:
+            got += len(s.recv(65536))
+        cport = c.getsockname()[1]
+        flt = f"sport = :{port} and dport = :{cport}"
+        names = ["SoftErrors", "SoftErrorReason", "RcvNxt", "SndNxt"]
+        with _agent(pins, netns=netns_name) as eb:
+            before = eb.read_all(names, filter=flt)
+            assert len(before) == 1 and before["SoftErrors"][0] == 0
+            assert before["SoftErrorReason"][0] == 0 and eb.available(before, "SoftErrors").all()
+            rcv_nxt, snd_nxt = int(before["RcvNxt"][0]), int(before["SndNxt"][0])
+            raw.sendto(_forged_segment(cport, port, rcv_nxt + (1 << 30), snd_nxt, b"x" * 10),
+                       ("127.0.0.1", 0))
+            time.sleep(0.1)
+            above = eb.read_all(names, filter=flt)
+            raw.sendto(_forged_segment(cport, port, rcv_nxt - 1000, snd_nxt, b"y" * 10),
+                       ("127.0.0.1", 0))
+            time.sleep(0.1)
+            below = eb.read_all(names, filter=flt)
+        assert above["SoftErrors"][0] == 1 and above["SoftErrorReason"][0] == 2
+        assert below["SoftErrors"][0] == 2 and below["SoftErrorReason"][0] == 1
+        assert int(below["RcvNxt"][0]) == rcv_nxt           # neither was taken in
+        c.sendall(b"b" * 100)
+        s.settimeout(5)
+        assert s.recv(100) == b"b" * 100
+    finally:
+        for k in (raw, lst, c, s):
+            k.close()
+
+
 def test_limcwnd_write_caps_a_bbr_flow_and_kill(pins: str, netns_name: str) -> None:
     with _netns.entered(netns_name):
         lst = socket.create_server(("127.0.0.1", 0))

@@ -129,7 +129,7 @@ class EbpfSource:
     """How the ebpf backend obtains a variable (web10g/data/ebpf-map.csv).
 
     ``hooks``: the loaded programs it needs, all of them ("iter", "sockops", "cong",
-    "retrans", "probe", and "sent": sock_ops on every sent segment, full mode); a hook the
+    "retrans", "probe", "drops", and "sent": sock_ops on every sent segment, full mode); a hook the
     kernel refused (or a mode that leaves it out) makes it unavailable.
     """
 
@@ -463,7 +463,7 @@ def variables(table: str | None = None, backend: str | None = None,
 
 
 _EBPF_HOOK_BITS = {"sockops": 1, "iter": 2, "cong": 4, "retrans": 8, "probe": 16,
-                   "sent": 512}
+                   "sent": 512, "drops": 1024}
 
 
 def ebpf_availability(hooks: int) -> tuple[list[str], dict[str, str]]:

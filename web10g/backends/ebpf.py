@@ -40,7 +40,7 @@ except ImportError:  # an install that did not build the extension
 
 P_INFO, P_COUNTERS, P_SEQ = 1, 2, 4
 SEQ_VARS = mib.SEQUENCE_VARS
-_STORAGE_HOOKS = frozenset(("sockops", "cong", "retrans", "probe", "sent"))
+_STORAGE_HOOKS = frozenset(("sockops", "cong", "retrans", "probe", "sent", "drops"))
 _ALL_STATES = 0x3FFF
 
 

@@ -46,6 +46,7 @@ HOOK_SOCKOPS, HOOK_ITER, HOOK_CONG, HOOK_RETRANS = 1, 2, 4, 8
 HOOK_PROBE, HOOK_RING, HOOK_WRITE, HOOK_DESTROY = 16, 32, 64, 128
 HOOK_FIELDS = 256
 HOOK_SENT = 512     # not a program of its own: sock_ops' per-segment callback, full mode
+HOOK_DROPS = 1024
 HOOK_NAMES = {
     HOOK_SOCKOPS: "sock_ops (cgroup v2 root) + sk_storage",
     HOOK_ITER: "iter/tcp reader",
@@ -57,10 +58,12 @@ HOOK_NAMES = {
     HOOK_DESTROY: "iter/tcp bpf_sock_destroy",
     HOOK_FIELDS: "iter/tcp reader of the tcp_sock fields alone (reads without counters)",
     HOOK_SENT: "sock_ops HDR_OPT_LEN (full mode: every sent segment)",
+    HOOK_DROPS: "tp_btf/kfree_skb (TCP input drops by reason)",
 }
 #: short hook names as the registry (ebpf-map.csv) spells them -> bits
 HOOK_BY_NAME = {"sockops": HOOK_SOCKOPS, "iter": HOOK_ITER, "cong": HOOK_CONG,
                 "retrans": HOOK_RETRANS, "probe": HOOK_PROBE, "ring": HOOK_RING,
+                "drops": HOOK_DROPS,
                 "write": HOOK_WRITE, "destroy": HOOK_DESTROY}
 
 # (group, programs, hook bits, how it attaches, pin name)
@@ -70,6 +73,7 @@ GROUPS = [
     ("sockops", ("w10g_sockops",), HOOK_SOCKOPS | HOOK_RING, "cgroup", "sockops"),
     ("cong", ("w10g_cong",), HOOK_CONG, "trace", "cong"),
     ("retrans", ("w10g_retrans",), HOOK_RETRANS, "trace", "retrans"),
+    ("drops", ("w10g_drop",), HOOK_DROPS, "trace", "kfree_skb"),
     ("probe", ("w10g_probe",), HOOK_PROBE, "trace", "probe"),
     ("write", ("w10g_write",), HOOK_WRITE, "iter", "write"),
     ("destroy", ("w10g_kill",), HOOK_DESTROY, "iter", "kill"),

@@ -7,6 +7,8 @@
  *   w10g_cong        tp_btf/tcp_cong_state_set: fast retransmits, congestion signals,
  *                    undo (spurious) detection, pre/post-congestion sums
  *   w10g_retrans     tp_btf/tcp_retransmit_skb: retransmissions of retransmitted data
+ *   w10g_drop        tp_btf/kfree_skb: segments a TCP socket's input checks dropped, by
+ *                    drop reason (SoftErrors, SoftErrorReason)
  *   w10g_probe       tp_btf/tcp_probe ("full" mode): every received segment of an
  *                    ESTABLISHED socket: duplicate ACKs, SACKs, zero windows, TTL/TOS,
  *                    raw RTT samples recovered from srtt steps, slow start / CA steps
@@ -556,6 +558,57 @@ int BPF_PROG(w10g_retrans, const struct sock *sk, const struct sk_buff *skb)
     bpf_probe_read_kernel(&sacked, 1, (char *)skb + bpf_core_field_offset(struct sk_buff, cb) + 13);
     if (sacked & TCPCB_EVER_RETRANS)
         st->c.lost_retrans++;
+    return 0;
+}
+
+/* RFC 4898 tcpEStatsStackSoftErrorReason of a kernel drop reason; 0: not a soft error
+ * (a reset, a closed or overflowing socket, memory pressure, coalescing...). CO-RE: the
+ * enum's values are the running kernel's; a reason it does not have never matches. */
+#define W10G_DR(name) (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_##name) \
+                       ? (__u32)bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_##name) \
+                       : 0xFFFFFFFFu)
+static __always_inline __u32 soft_error_reason(__u32 r)
+{
+    if (r == W10G_DR(TCP_OLD_DATA) || r == W10G_DR(TCP_OLD_SEQUENCE))
+        return 1;                                   /* belowDataWindow */
+    if (r == W10G_DR(TCP_OVERWINDOW) || r == W10G_DR(TCP_INVALID_SEQUENCE) ||
+        r == W10G_DR(TCP_INVALID_END_SEQUENCE) || r == W10G_DR(TCP_ZEROWINDOW))
+        return 2;                                   /* aboveDataWindow */
+    if (r == W10G_DR(TCP_OLD_ACK) || r == W10G_DR(TCP_TOO_OLD_ACK))
+        return 3;                                   /* belowAckWindow */
+    if (r == W10G_DR(TCP_ACK_UNSENT_DATA) || r == W10G_DR(TCP_INVALID_ACK_SEQUENCE))
+        return 4;                                   /* aboveAckWindow */
+    if (r == W10G_DR(TCP_RFC7323_PAWS) || r == W10G_DR(TCP_RFC7323_PAWS_ACK))
+        return 5;                                   /* belowTSWindow */
+    if (r == W10G_DR(TCP_RFC7323_TSECR))
+        return 6;                                   /* aboveTSWindow */
+    if (r == W10G_DR(TCP_CSUM))
+        return 7;                                   /* dataCheckSum */
+    if (r == W10G_DR(TCP_FLAGS) || r == W10G_DR(TCP_INVALID_SYN))
+        return 8;                                   /* otherSoftError */
+    return 0;
+}
+
+/* Drops charged to a socket (rx_sk: set once the segment found its socket; a checksum
+ * failure is found before, so it is seldom seen here). Runs only when something is
+ * dropped, on any protocol: the socket's storage is looked up only for TCP soft errors. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(w10g_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+             struct sock *rx_sk)
+{
+    struct w10g_eb_sk *st;
+    __u32 why;
+
+    if (!rx_sk || rx_sk->sk_protocol != IPPROTO_TCP)
+        return 0;
+    why = soft_error_reason((__u32)reason);
+    if (!why)
+        return 0;
+    st = bpf_sk_storage_get(&w10g_sk, rx_sk, 0, 0);
+    if (!st)
+        return 0;
+    st->c.soft_errors++;
+    st->c.soft_error_reason = why;
     return 0;
 }
 

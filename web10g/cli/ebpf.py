@@ -29,8 +29,8 @@ def _parser(prog: str) -> ArgumentParser:
                            help="let GROUP read the flows (default: root only)")
             s.add_argument("--full", dest="full", action="store_true", default=False,
                            help="add the per-segment hooks (tcp_probe on every received "
-                                "segment, sock_ops on every sent segment): 113 instead of "
-                                "90 variables, 8-11%% instead of about 3%% of small "
+                                "segment, sock_ops on every sent segment): 115 instead of "
+                                "92 variables, 8-11%% instead of about 3%% of small "
                                 "request/response round trips")
             s.add_argument("--default", dest="full", action="store_false",
                            help="event hooks only (the default)")
