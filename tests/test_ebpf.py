@@ -424,6 +424,16 @@ def test_recording_replays(pins: str, keep: list[Any], tmp_path: Any) -> None:
 
 # -- truth under loss, in a fresh network namespace ------------------------------------------
 
+def _ns_pair(netns_name: str) -> tuple[socket.socket, int, socket.socket, socket.socket]:
+    """A loopback connection inside the namespace: (listener, its port, client, server)."""
+    with _netns.entered(netns_name):
+        lst = socket.create_server(("127.0.0.1", 0))
+        port = lst.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", port))
+        s, _ = lst.accept()
+    return lst, port, c, s
+
+
 def _nft(ns: str, *cmd: str) -> None:
     subprocess.run(["ip", "netns", "exec", ns, "nft", *cmd], check=True)
 
@@ -455,11 +465,7 @@ def _drain(s: socket.socket, stop: threading.Event) -> None:
 
 def test_counters_under_induced_loss(pins: str, netns_name: str) -> None:
     keep: list[Any] = []
-    with _netns.entered(netns_name):
-        lst = socket.create_server(("127.0.0.1", 0))
-        port = lst.getsockname()[1]
-        c = socket.create_connection(("127.0.0.1", port))
-        s, _ = lst.accept()
+    lst, port, c, s = _ns_pair(netns_name)
     keep += [lst, c, s]
     # drop 1 in 8 data segments arriving at the server (on input: an output-hook drop
     # is a local send error to TCP, not a loss)
@@ -526,11 +532,7 @@ def test_dupacks_in_follow_rfc5681(pins: str, netns_name: str) -> None:
     """Every 6th data segment dropped on its way in, the receiver not reading: each
     segment past a hole draws an ACK for the same point with the same window (the
     kernel never shrinks it; no read moves it), a duplicate ACK under RFC 5681."""
-    with _netns.entered(netns_name):
-        lst = socket.create_server(("127.0.0.1", 0))
-        port = lst.getsockname()[1]
-        c = socket.create_connection(("127.0.0.1", port))
-        s, _ = lst.accept()
+    lst, port, c, s = _ns_pair(netns_name)
     try:
         _nft(netns_name, "add", "table", "inet", "w10g")
         _nft(netns_name, "add", "chain", "inet", "w10g", "in",
@@ -569,11 +571,7 @@ def test_zero_window_and_sender_limits(pins: str, netns_name: str) -> None:
     answers the sender's window probes with more (ZeroRwinSent, sampled as each segment
     leaves); the sender moves from busy to receive-window-limited (SndLimTrans*, the
     kernel's tcp_chrono states sampled the same way), as tcp_info's chrono times say."""
-    with _netns.entered(netns_name):
-        lst = socket.create_server(("127.0.0.1", 0))
-        port = lst.getsockname()[1]
-        c = socket.create_connection(("127.0.0.1", port))
-        s, _ = lst.accept()
+    lst, port, c, s = _ns_pair(netns_name)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.setblocking(False)
@@ -610,11 +608,7 @@ def test_ece_sent_when_data_arrives_marked(pins: str, netns_name: str) -> None:
     reduces its window (ECNsignals)."""
     subprocess.run(["ip", "netns", "exec", netns_name, "sysctl", "-qw",
                     "net.ipv4.tcp_ecn=1"], check=True)
-    with _netns.entered(netns_name):
-        lst = socket.create_server(("127.0.0.1", 0))
-        port = lst.getsockname()[1]
-        c = socket.create_connection(("127.0.0.1", port))
-        s, _ = lst.accept()
+    lst, port, c, s = _ns_pair(netns_name)
     stop = threading.Event()
     t = threading.Thread(target=_drain, args=(s, stop), daemon=True)
     t.start()
@@ -669,11 +663,8 @@ def test_soft_errors_of_segments_outside_the_window(pins: str, netns_name: str) 
     (2 aboveDataWindow, then 1 belowDataWindow). The flow carries on."""
     subprocess.run(["ip", "netns", "exec", netns_name, "sysctl", "-qw",
                     "net.ipv4.tcp_timestamps=0"], check=True)   # no PAWS in the way
+    lst, port, c, s = _ns_pair(netns_name)
     with _netns.entered(netns_name):
-        lst = socket.create_server(("127.0.0.1", 0))
-        port = lst.getsockname()[1]
-        c = socket.create_connection(("127.0.0.1", port))
-        s, _ = lst.accept()
         raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
     try:
         c.sendall(b"a" * 5000)
